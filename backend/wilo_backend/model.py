@@ -1,0 +1,120 @@
+"""Data types that cross layer boundaries: sample batches, sampler counters, the readings view."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+STANDARD_GRAVITY_MS2 = 9.80665
+OUTPUT_RATE_HZ = 800.0
+
+Int64Array = npt.NDArray[np.int64]
+Float64Array = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class SampleBatch:
+    """Consecutive output samples (800 Hz) as arrays, never per-sample objects.
+
+    `first_index` numbers samples since the sampler started; a jump between batches is a gap
+    that the sampler has counted as lost. `t_ns` is UTC (Unix epoch) nanoseconds, derived from
+    the sensor clock; `xyz` is (n, 3) acceleration in m/s².
+    """
+
+    first_index: int
+    t_ns: Int64Array
+    xyz: Float64Array
+
+    def __len__(self) -> int:
+        return int(self.t_ns.shape[0])
+
+
+@dataclass(slots=True)
+class SamplerStats:
+    """Counters of the acquisition process, as reported in status and /metrics."""
+
+    connected: bool = False
+    running: bool = False
+    mode: str = ""
+    samples: int = 0
+    rate_hz: float = 0.0
+    lost_overflow: int = 0
+    lost_missed_deadlines: int = 0
+    lost_handoff: int = 0
+    i2c_errors: int = 0
+    reconnects: int = 0
+    fifo_resets: int = 0
+    clock_error_ppm: float = 0.0
+    deviation_us_p50: float = 0.0
+    deviation_us_p99: float = 0.0
+    deviation_us_max: float = 0.0
+    # deadline deviation histogram (polled mode): counts per bucket, upper bounds in µs
+    deviation_hist_bounds_us: list[float] = field(default_factory=list)
+    deviation_hist_counts: list[int] = field(default_factory=list)
+    realtime: bool = False
+    cpu: int | None = None
+    last_error: str = ""
+    alive: bool = False
+
+    @property
+    def lost(self) -> int:
+        return self.lost_overflow + self.lost_missed_deadlines + self.lost_handoff
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStatus:
+    """Health of the on-disk store, as reported in status, /healthz and /metrics."""
+
+    healthy: bool
+    error: str
+    file_count: int
+    latest_file: str | None
+    bytes_retained: int
+    free_bytes: int
+    rows_written: int
+    clock_steps: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExportResult:
+    """A finished ZIP export on disk."""
+
+    path: Path
+    filename: str
+    file_count: int
+
+
+class PathRejectedError(ValueError):
+    """A requested file name is not a segment inside the readings hierarchy."""
+
+
+class ReadingsView(Protocol):
+    """What the server may ask of the store. All paths are relative to readings/, '/'-separated."""
+
+    def file_list(self) -> list[str]:
+        """Segment paths, newest first, e.g. '2026/11/Week_4/27/152200.csv'."""
+
+    def folder_structure(self) -> dict[str, Any]:
+        """{YYYY: {MM: {Week_N: {DD: [{filename, path, size, modified}]}}}}."""
+
+    def resolve(self, relative: str) -> Path:
+        """The absolute path of a retained segment; raises PathRejectedError for anything else."""
+
+    def read_csv(self, relative: str, max_points: int) -> list[dict[str, Any]]:
+        """Rows {timestamp, acceleration, x, y, z} of one segment, min/max-decimated."""
+
+    def recent(self, seconds: float, max_points: int) -> list[dict[str, Any]]:
+        """The last `seconds` from memory, min/max-decimated, in time order."""
+
+    def export_zip(self) -> ExportResult:
+        """Build a ZIP of the retained segments on disk (blocking; call from a thread)."""
+
+    def export_path(self, filename: str) -> Path:
+        """The absolute path of a finished export; raises PathRejectedError for anything else."""
+
+    def status(self) -> StorageStatus:
+        """Current health and counts."""

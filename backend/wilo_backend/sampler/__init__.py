@@ -1,0 +1,1 @@
+"""sampler layer of wilo-backend."""

@@ -1,0 +1,1 @@
+"""sensor layer of wilo-backend."""
