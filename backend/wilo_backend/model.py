@@ -118,3 +118,29 @@ class ReadingsView(Protocol):
 
     def status(self) -> StorageStatus:
         """Current health and counts."""
+
+
+class ServiceControl(Protocol):
+    """What the server may ask of the running service (implemented in service.py)."""
+
+    def start_collection(self) -> None:
+        """Store and stream samples again; a new segment starts."""
+
+    def stop_collection(self) -> None:
+        """Stop storing and streaming; the open segment is flushed and closed."""
+
+    def pause_collection(self) -> None:
+        """Stop storing and streaming but keep the open segment."""
+
+    def resume_collection(self) -> None:
+        """Undo pause_collection."""
+
+    def status_data(self) -> dict[str, Any]:
+        """The `data` of a status reply: connected, running, paused, sampling_rate,
+        total_samples, csv_files, latest_file, plus sampler/storage details."""
+
+    def health(self) -> tuple[bool, str]:
+        """(healthy, reason): sampling alive and connected, storage not degraded."""
+
+    def sampler_stats(self) -> SamplerStats:
+        """The latest sampler counters."""
