@@ -42,7 +42,7 @@ lint: install ## ruff, mypy --strict and the deployment linters
 	$(BIN)/mypy
 
 bench: install ## benchmarks; figures go in BENCHMARKS.md
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and build output
 	rm -rf $(VENV) $(DIST_DIR) build *.egg-info backend/*.egg-info
