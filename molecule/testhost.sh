@@ -1,0 +1,248 @@
+#!/bin/bash
+# testhost.sh - throwaway Debian bookworm test hosts for Molecule: real systemd as PID 1 inside
+# systemd-nspawn, each in its own network namespace, sshd on TCP 2121 with key login.
+#
+#   testhost.sh build                      deps + cached root filesystem (fast when cached)
+#   testhost.sh up NAME NET LAYOUT         boot NAME on an overlay; NET = 1..254 picks
+#                                          10.200.NET.1 (host) <-> 10.200.NET.2 (guest);
+#                                          LAYOUT = bookworm (/boot/firmware/*.txt) | legacy (/boot/*.txt)
+#   testhost.sh ssh NAME CMD...            run CMD on the test host as root
+#   testhost.sh down NAME                  stop by PID, remove cgroups, unmount, delete veth + run dir
+#   testhost.sh leftovers                  list anything of ours still on this machine; rc 1 if any
+#
+# Works without systemd as the host's init and with hybrid cgroup v1 (hence --register=no
+# --keep-unit and a cgroup of our own), as on the CI machines. Needs root.
+set -euo pipefail
+
+CACHE=${TESTHOST_CACHE:-/var/cache/wilo-testhost}   # rootfs tarball + its unpacked lower layer
+STATE=${TESTHOST_STATE:-/var/tmp/wilo-testhost}     # one run dir per live test host
+PORT=2121
+SUITE=bookworm
+# What the roles would install must be here: the test hosts have no route to a package mirror.
+INCLUDE=systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,python3-apt,sudo,iproute2,kmod,acl,procps,ca-certificates
+# The cache key: a different include list (or suite, or this layout version) builds a new rootfs.
+KEY=$(printf '%s|%s|minbase|v1' "$SUITE" "$INCLUDE" | sha256sum | cut -c1-12)
+TARBALL=$CACHE/rootfs-$SUITE-$KEY.tar
+LOWER=$CACHE/rootfs-$SUITE-$KEY
+
+die() { echo "testhost: $*" >&2; exit 1; }
+log() { echo "testhost: $*" >&2; }
+[ "$(id -u)" = 0 ] || die "needs root (systemd-nspawn, mounts, cgroups, veth)"
+
+valid_name() {
+  # ve-NAME must fit the 15-character interface name limit; NAME also names the cgroup and run dir
+  [[ $1 =~ ^[a-z][a-z0-9-]{0,11}$ ]] || die "bad NAME '$1': 1-12 chars of [a-z0-9-], starting with a letter"
+}
+
+set_instance() {
+  valid_name "$1"
+  NAME=$1
+  RUN=$STATE/run-$NAME
+  CG=(/sys/fs/cgroup/systemd/wilo-testhost-"$NAME" /sys/fs/cgroup/unified/wilo-testhost-"$NAME")
+}
+
+ssh_cmd() {
+  local addr
+  addr=$(cat "$RUN/address" 2>/dev/null) || die "$NAME is not up (no $RUN/address)"
+  SSH=(ssh -p "$PORT" -i "$RUN/id_ed25519" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
+       -o LogLevel=ERROR -o ConnectTimeout=2 -o BatchMode=yes root@"$addr")
+}
+
+install_deps() {
+  local missing=() cmd pkg
+  for cmd in debootstrap:debootstrap systemd-nspawn:systemd-container ip:iproute2 \
+             ssh:openssh-client ssh-keygen:openssh-client nsenter:util-linux; do
+    command -v "${cmd%%:*}" >/dev/null || missing+=("${cmd##*:}")
+  done
+  [ ${#missing[@]} = 0 ] && return 0
+  log "installing ${missing[*]}"
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
+  for pkg in "${missing[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || die "could not install $pkg"; done
+}
+
+build() {
+  install_deps
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.lock"
+  flock 9                               # two builds at once would debootstrap into one dir
+  if [ ! -f "$TARBALL" ]; then
+    local mirror tmp t0=$SECONDS
+    mirror=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+    mirror=${mirror:-http://deb.debian.org/debian}
+    tmp=$CACHE/.build-$KEY
+    rm -rf "$tmp"
+    log "debootstrap $SUITE from $mirror (include: $INCLUDE)"
+    debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$tmp" "$mirror" >"$CACHE/debootstrap.log" 2>&1 ||
+      { tail -20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap.log)"; }
+    chroot "$tmp" apt-get clean            # ~50 MB of cached .debs nobody needs
+    tar -C "$tmp" --numeric-owner -cf "$TARBALL.part" .
+    mv "$TARBALL.part" "$TARBALL"
+    rm -rf "$tmp"
+    log "rootfs built in $((SECONDS - t0)) s: $TARBALL ($(du -h "$TARBALL" | cut -f1))"
+    # drop rootfs caches of older include lists, unless a live overlay still uses them
+    local old
+    for old in "$CACHE"/rootfs-*; do
+      [ "$old" = "$TARBALL" ] || [ "$old" = "$LOWER" ] && continue
+      grep -q "lowerdir=$old" /proc/mounts || rm -rf "$old"
+    done
+  fi
+  if [ ! -f "$LOWER/.complete" ]; then   # the pristine lower layer, never booted directly
+    rm -rf "$LOWER"
+    mkdir -p "$LOWER"
+    tar -C "$LOWER" --numeric-owner -xpf "$TARBALL"
+    touch "$LOWER/.complete"
+  fi
+  flock -u 9
+}
+
+write_boot_files() {
+  local m=$1 layout=$2 fw
+  case $layout in
+    bookworm)
+      fw=$m/boot/firmware
+      mkdir -p "$fw"
+      # as on Raspberry Pi OS bookworm: the old path is a do-not-edit stub
+      printf '%s\n' 'DO NOT EDIT THIS FILE' '' \
+        'The file you are looking for has moved to /boot/firmware/config.txt' > "$m/boot/config.txt"
+      ;;
+    legacy) fw=$m/boot; mkdir -p "$fw" ;;
+    *) die "bad LAYOUT '$layout': bookworm or legacy" ;;
+  esac
+  # Pi OS-like config.txt: I2C commented out, model filters, and (legacy) a [pi4] section last,
+  # so the role has to add its own [all] section.
+  {
+    printf '%s\n' '# imitation of Raspberry Pi OS config.txt (wilo-backend test host)' \
+      '#dtparam=i2c_arm=on' '#dtparam=i2s=on' '#dtparam=spi=on' 'dtparam=audio=on' \
+      'camera_auto_detect=1' 'display_auto_detect=1' 'dtoverlay=vc4-kms-v3d' 'max_framebuffers=2' \
+      'arm_64bit=1' '' '[cm4]' 'otg_mode=1' ''
+    if [ "$layout" = legacy ]; then printf '%s\n' '[pi4]' 'arm_boost=1'
+    else printf '%s\n' '[all]'; fi
+  } > "$fw/config.txt"
+  # legacy carries an isolcpus of another value: the role must replace it, keeping the rest
+  local extra=""
+  [ "$layout" = legacy ] && extra=" isolcpus=2"
+  echo "console=serial0,115200 console=tty1 root=PARTUUID=4e639091-02 rootfstype=ext4 fsck.repair=yes rootwait${extra} quiet splash" \
+    > "$fw/cmdline.txt"
+}
+
+up() {
+  set_instance "$1"
+  local net=$2 layout=$3
+  [[ $net =~ ^[0-9]+$ ]] && [ "$net" -ge 1 ] && [ "$net" -le 254 ] || die "bad NET '$net': 1..254"
+  local host_ip=10.200.$net.1 guest_ip=10.200.$net.2
+  # a leftover of an earlier run would be booted over, or hide a host that never went down
+  [ -e "$RUN" ] && die "stale run dir $RUN exists: run '$0 down $NAME' first"
+  ip link show "ve-$NAME" >/dev/null 2>&1 && die "interface ve-$NAME already exists"
+  if ip -4 addr show | grep -q " $host_ip/"; then die "address $host_ip already in use on this host"; fi
+  [ -f "$LOWER/.complete" ] || die "no root filesystem: run '$0 build' first"
+
+  local t0=$SECONDS m=$RUN/merged np init="" i
+  mkdir -p "$RUN"/{upper,work,merged}
+  echo "$layout" > "$RUN/layout"
+  ssh-keygen -q -t ed25519 -N '' -C "molecule@$NAME" -f "$RUN/id_ed25519"
+
+  # 1. writable throwaway layer over the pristine rootfs, plus this instance's files
+  mount -t overlay overlay -o "lowerdir=$LOWER,upperdir=$RUN/upper,workdir=$RUN/work" "$m"
+  echo "$NAME" > "$m/etc/hostname"
+  printf '127.0.0.1\tlocalhost\n127.0.1.1\t%s\n::1\tlocalhost ip6-localhost ip6-loopback\n' "$NAME" > "$m/etc/hosts"
+  echo 'nameserver 127.0.0.1' > "$m/etc/resolv.conf"  # no DNS in the netns: fail fast, not 20 s timeouts
+  install -d -m 700 "$m/root/.ssh"
+  install -m 600 "$RUN/id_ed25519.pub" "$m/root/.ssh/authorized_keys"
+  printf 'Port %s\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n' "$PORT" \
+    > "$m/etc/ssh/sshd_config.d/10-testhost.conf"
+  write_boot_files "$m" "$layout"
+
+  # 2. a cgroup of our own, so nspawn's payload/supervisor cgroups land below it and can be removed
+  mkdir -p "${CG[@]}"
+  # 3. boot; no host systemd/D-Bus to register with, hence --register=no --keep-unit
+  setsid bash -c "for c in ${CG[*]}; do echo \$\$ > \$c/cgroup.procs; done
+    exec systemd-nspawn -b -D '$m' -M '$NAME' --register=no --keep-unit \
+      --network-veth-extra=ve-$NAME:eth0 --resolv-conf=off --timezone=off --console=read-only" \
+    > "$RUN/console.log" 2>&1 < /dev/null &
+  np=$!
+  echo "$np" > "$RUN/nspawn.pid"
+
+  # 4. the container's PID 1 is nspawn's child; wait until its eth0 exists
+  for i in $(seq 200); do
+    init=$(awk '{print $1}' /proc/"$np"/task/"$np"/children 2>/dev/null || true)
+    [ -n "$init" ] && nsenter -t "$init" -n ip link show eth0 >/dev/null 2>&1 && break
+    kill -0 "$np" 2>/dev/null || { cat "$RUN/console.log" >&2; die "systemd-nspawn for $NAME exited"; }
+    init=""
+    sleep 0.1
+  done
+  [ -n "$init" ] || die "$NAME: no container init after 20 s (console: $RUN/console.log)"
+  echo "$init" > "$RUN/init.pid"
+
+  # 5. both veth ends, configured from the host; the default route only gives Ansible an
+  # ansible_default_ipv4 (the host does not forward)
+  ip addr add "$host_ip/24" dev "ve-$NAME"
+  ip link set "ve-$NAME" up
+  nsenter -t "$init" -n ip link set lo up
+  nsenter -t "$init" -n ip addr add "$guest_ip/24" dev eth0
+  nsenter -t "$init" -n ip link set eth0 up
+  nsenter -t "$init" -n ip route add default via "$host_ip"
+  echo "$guest_ip" > "$RUN/address"
+
+  # 6. sshd, then systemd done booting
+  ssh_cmd
+  for i in $(seq 300); do "${SSH[@]}" true 2>/dev/null && break; sleep 0.1; done
+  "${SSH[@]}" true || die "$NAME: no ssh on $guest_ip:$PORT after 30 s (console: $RUN/console.log)"
+  local st
+  st=$("${SSH[@]}" 'systemctl is-system-running --wait' || true)
+  if [ "$st" != running ]; then
+    "${SSH[@]}" 'systemctl --failed --no-legend' >&2 || true
+    die "$NAME: system state '$st', not running"
+  fi
+  log "$NAME up at $guest_ip:$PORT ($layout) in $((SECONDS - t0)) s; nspawn pid $np, init pid $init"
+}
+
+down() {
+  set_instance "$1"
+  local np init c i
+  np=$(cat "$RUN/nspawn.pid" 2>/dev/null || true)
+  init=$(cat "$RUN/init.pid" 2>/dev/null || true)
+  if [ -n "$np" ] && kill -0 "$np" 2>/dev/null; then
+    kill -TERM "$np"                      # nspawn asks the container's systemd to power off
+    for i in $(seq 300); do kill -0 "$np" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$np" 2>/dev/null && { log "$NAME: nspawn ignored SIGTERM for 30 s, killing"; kill -KILL "$np"; }
+  fi
+  # container PID 1 gone => its whole PID namespace is gone
+  if [ -n "$init" ] && kill -0 "$init" 2>/dev/null; then kill -KILL "$init"; fi
+  for c in "${CG[@]}"; do
+    [ -d "$c" ] || continue
+    for i in $(seq 50); do
+      [ -z "$(find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] && break
+      sleep 0.1
+    done
+    [ -z "$(find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null)" ] || die "processes left in $c"
+    find "$c" -depth -type d -exec rmdir {} \;
+  done
+  if mountpoint -q "$RUN/merged" 2>/dev/null; then umount "$RUN/merged"; fi
+  # normally gone with the netns; an address of ours left on it would block the next run
+  if ip link show "ve-$NAME" >/dev/null 2>&1; then ip link del "ve-$NAME"; fi
+  rm -rf "$RUN"
+  log "$NAME down"
+}
+
+leftovers() {
+  local found=0
+  if ls -d "$STATE"/run-* >/dev/null 2>&1; then ls -d "$STATE"/run-* >&2; found=1; fi
+  if grep -E "$STATE|wilo-testhost" /proc/mounts >&2; then found=1; fi
+  if ls -d /sys/fs/cgroup/*/wilo-testhost-* >/dev/null 2>&1; then ls -d /sys/fs/cgroup/*/wilo-testhost-* >&2; found=1; fi
+  if ip -o link show | grep -E ' ve-[^:]+[:@]' >&2; then found=1; fi
+  if pgrep -a -x systemd-nspawn >&2; then found=1; fi
+  # a network namespace other than ours would show as a process; list named ones too
+  if [ -n "$(ip netns list 2>/dev/null)" ]; then ip netns list >&2; found=1; fi
+  [ $found = 0 ] && log "nothing left behind (processes, mounts, cgroups, veths, netns)"
+  return $found
+}
+
+case "${1:-}" in
+  build) build ;;
+  up) [ $# = 4 ] || die "usage: $0 up NAME NET LAYOUT"; up "$2" "$3" "$4" ;;
+  down) [ $# = 2 ] || die "usage: $0 down NAME"; down "$2" ;;
+  ssh) [ $# -ge 3 ] || die "usage: $0 ssh NAME CMD..."; set_instance "$2"; shift 2; ssh_cmd; "${SSH[@]}" "$@" ;;
+  leftovers) leftovers ;;
+  *) echo "usage: $0 build | up NAME NET bookworm|legacy | ssh NAME CMD... | down NAME | leftovers" >&2; exit 2 ;;
+esac
