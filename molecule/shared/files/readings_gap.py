@@ -1,0 +1,49 @@
+#!/usr/bin/python3
+"""Largest hole between consecutive stored samples in a time window (the data a restart lost)."""
+
+import argparse
+import csv
+import itertools
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def parse_ts(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("readings", type=Path, help="the readings/ folder")
+    parser.add_argument("--since", type=float, required=True, help="window start, epoch seconds")
+    parser.add_argument("--until", type=float, required=True, help="window end, epoch seconds")
+    parser.add_argument("--max-gap", type=float, required=True, help="seconds; exit 1 above it")
+    args = parser.parse_args()
+    stamps: list[float] = []
+    for path in sorted(args.readings.glob("[0-9][0-9][0-9][0-9]/**/*.csv")):
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                t = parse_ts(row["timestamp"])
+                if args.since <= t <= args.until:
+                    stamps.append(t)
+    stamps.sort()
+    if len(stamps) < 2:  # a gap needs two samples
+        print(f"only {len(stamps)} samples stored between {args.since} and {args.until}")
+        return 1
+    gap_s, at = max((b - a, a) for a, b in itertools.pairwise(stamps))
+    first_s, last_s = stamps[0] - args.since, args.until - stamps[-1]
+    report = {
+        "samples": len(stamps),
+        "max_gap_s": round(gap_s, 4),
+        "gap_starts_at": datetime.fromtimestamp(at, UTC).isoformat(),
+        "window_head_missing_s": round(first_s, 4),
+        "window_tail_missing_s": round(last_s, 4),
+    }
+    print(json.dumps(report))
+    return 0 if gap_s <= args.max_gap else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
