@@ -1,0 +1,229 @@
+"""In-memory multi-resolution history: raw samples, 100 ms and 1 s min/max points, decimation.
+
+Each summary level keeps, per bucket, the real samples holding the bucket's minimum and maximum
+acceleration (so a chart of any level shows true peaks), in fixed numpy rings sized to the
+retention window. "The last two hours" is answered from the 1 s level plus a raw tail, never
+by parsing CSV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from wilo_backend.model import OUTPUT_RATE_HZ, Float64Array, Int64Array
+from wilo_backend.store.csvformat import magnitude
+
+NS_PER_S = 1_000_000_000
+POINT_DTYPE = np.dtype([("t", "<i8"), ("xyz", "<f8", (3,)), ("a", "<f8")])
+Points = npt.NDArray[np.void]
+
+
+def make_points(t_ns: Int64Array, xyz: Float64Array, accel: Float64Array | None = None) -> Points:
+    points = np.empty(t_ns.shape[0], dtype=POINT_DTYPE)
+    points["t"] = t_ns
+    points["xyz"] = xyz
+    points["a"] = magnitude(xyz) if accel is None else accel
+    return points
+
+
+class PointRing:
+    """A fixed-capacity ring of points in arrival order."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._buf = np.zeros(self.capacity, dtype=POINT_DTYPE)
+        self.total = 0  # points ever added
+
+    def __len__(self) -> int:
+        return min(self.total, self.capacity)
+
+    def extend(self, points: Points) -> None:
+        n = points.shape[0]
+        if n == 0:
+            return
+        if n >= self.capacity:
+            points = points[-self.capacity :]
+            self.total += n - self.capacity
+            n = self.capacity
+        start = self.total % self.capacity
+        first = min(n, self.capacity - start)
+        self._buf[start : start + first] = points[:first]
+        self._buf[: n - first] = points[first:]
+        self.total += n
+
+    def slice_total(self, begin: int, end: int) -> Points:
+        """Points numbered [begin, end) by `total`, as far as still held."""
+        begin = max(begin, self.total - len(self))
+        end = min(end, self.total)
+        if end <= begin:
+            return np.empty(0, dtype=POINT_DTYPE)
+        idx = np.arange(begin, end) % self.capacity
+        return self._buf[idx]
+
+    def all(self) -> Points:
+        return self.slice_total(0, self.total)
+
+    def covers(self, since_t_ns: int) -> bool:
+        """True if nothing at or after `since_t_ns` has been overwritten."""
+        if self.total <= self.capacity:
+            return True
+        oldest = self._buf[self.total % self.capacity]["t"]
+        return bool(oldest <= since_t_ns)
+
+    def last_t(self) -> int | None:
+        if self.total == 0:
+            return None
+        return int(self._buf[(self.total - 1) % self.capacity]["t"])
+
+
+def minmax_indices(accel: Float64Array, keys: Int64Array) -> Int64Array:
+    """Indices of the min and max of `accel` in each run of equal `keys`, in index order."""
+    n = accel.shape[0]
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    run = np.repeat(np.arange(starts.shape[0]), np.diff(np.append(starts, n)))
+    lo = np.minimum.reduceat(accel, starts)
+    hi = np.maximum.reduceat(accel, starts)
+    # first index in each run that attains the run's min / max
+    lo_hits = np.flatnonzero(accel == lo[run])
+    hi_hits = np.flatnonzero(accel == hi[run])
+    lo_idx = lo_hits[np.unique(run[lo_hits], return_index=True)[1]]
+    hi_idx = hi_hits[np.unique(run[hi_hits], return_index=True)[1]]
+    pairs = np.sort(np.stack([lo_idx, hi_idx], axis=1), axis=1).ravel()
+    keep = np.concatenate(([True], pairs[1:] != pairs[:-1]))
+    return pairs[keep]
+
+
+def decimate(points: Points, max_points: int) -> Points:
+    """At most `max_points` points: each bucket's min and max acceleration (peaks survive)."""
+    n = points.shape[0]
+    if n <= max_points or max_points <= 0:
+        return points if max_points > 0 else points[:0]
+    buckets = max(1, max_points // 2)
+    keys = (np.arange(n, dtype=np.int64) * buckets) // n
+    idx = minmax_indices(points["a"], keys)
+    return points[idx[:max_points]]
+
+
+class MinMaxLevel:
+    """Min/max points per `bucket_ns` of sample time; the newest bucket stays open until passed."""
+
+    def __init__(self, bucket_ns: int, capacity: int) -> None:
+        self.bucket_ns = bucket_ns
+        self.ring = PointRing(capacity)
+        self._pending = np.empty(0, dtype=POINT_DTYPE)
+
+    def ingest(self, points: Points) -> Points:
+        """Add points; returns (and keeps) the points of every bucket that is now complete."""
+        if points.shape[0] == 0:
+            return points
+        merged = np.concatenate((self._pending, points)) if self._pending.size else points
+        keys = merged["t"] // self.bucket_ns
+        open_start = int(np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))[-1])
+        self._pending = merged[open_start:].copy()
+        done = merged[:open_start]
+        if done.shape[0] == 0:
+            return done
+        out = done[minmax_indices(done["a"], keys[:open_start])]
+        self.ring.extend(out)
+        return out
+
+    def flush(self) -> Points:
+        """Close the open bucket (used when summarising a finished file)."""
+        pending, self._pending = self._pending, np.empty(0, dtype=POINT_DTYPE)
+        if pending.shape[0] == 0:
+            return pending
+        keys = pending["t"] // self.bucket_ns
+        out = pending[minmax_indices(pending["a"], keys)]
+        self.ring.extend(out)
+        return out
+
+
+def summarize_100ms(points: Points) -> Points:
+    """The 100 ms level of a finished run of samples (e.g. one segment file)."""
+    level = MinMaxLevel(NS_PER_S // 10, max(1, points.shape[0]))
+    out = [level.ingest(points), level.flush()]
+    return np.concatenate(out)
+
+
+@dataclass(frozen=True, slots=True)
+class SummarySizes:
+    raw_points: int
+    points_100ms: int
+    points_1s: int
+
+
+class Summaries:
+    """Raw tail + 100 ms + 1 s levels for the whole retention window."""
+
+    def __init__(self, window_seconds: float, raw_seconds: float) -> None:
+        margin_s = 120.0
+        self.raw = PointRing(int((max(raw_seconds, 2.0)) * OUTPUT_RATE_HZ) + 1024)
+        self.level_100ms = MinMaxLevel(NS_PER_S // 10, int((window_seconds + margin_s) * 20))
+        self.level_1s = MinMaxLevel(NS_PER_S, int((window_seconds + margin_s) * 2))
+        self.newest_t_ns: int | None = None
+
+    def ingest(self, t_ns: Int64Array, xyz: Float64Array) -> None:
+        if t_ns.shape[0] == 0:
+            return
+        points = make_points(t_ns, xyz)
+        self.raw.extend(points)
+        self.level_1s.ingest(self.level_100ms.ingest(points))
+        self._note_newest(int(t_ns[-1]))
+
+    def load_100ms(self, points: Points) -> None:
+        """Restore history from a segment's stored 100 ms points (start-up)."""
+        if points.shape[0] == 0:
+            return
+        self.level_100ms.ring.extend(points)
+        self.level_1s.ingest(points)
+        self._note_newest(int(points["t"][-1]))
+
+    def _note_newest(self, t_ns: int) -> None:
+        if self.newest_t_ns is None or t_ns > self.newest_t_ns:
+            self.newest_t_ns = t_ns
+
+    def sizes(self) -> SummarySizes:
+        return SummarySizes(len(self.raw), len(self.level_100ms.ring), len(self.level_1s.ring))
+
+    def recent(self, seconds: float, max_points: int) -> Points:
+        """The last `seconds` of sample time, min/max-decimated to `max_points`, in time order."""
+        if self.newest_t_ns is None or seconds <= 0 or max_points <= 0:
+            return np.empty(0, dtype=POINT_DTYPE)
+        since = self.newest_t_ns - int(seconds * NS_PER_S)
+        budget = max(20 * max_points, 50_000)
+        estimates = (seconds * OUTPUT_RATE_HZ, seconds * 20, seconds * 2)
+        rings = (self.raw, self.level_100ms.ring, self.level_1s.ring)
+        choice = 2
+        for i, (ring, estimate) in enumerate(zip(rings, estimates, strict=True)):
+            if estimate <= budget and ring.covers(since):
+                choice = i
+                break
+        points = rings[choice].all()
+        if choice:
+            # the still-open buckets of the chosen level come from the raw tail
+            last = rings[choice].last_t()
+            tail = self.raw.all()
+            if last is not None:
+                tail = tail[tail["t"] > last]
+            points = np.concatenate((points, tail))
+        points = points[points["t"] >= since]
+        order = np.argsort(points["t"], kind="stable")
+        if order.shape[0] and np.any(order[1:] < order[:-1]):
+            points = points[order]
+        return decimate(points, max_points)
+
+
+def points_to_rows(points: Points) -> list[dict[str, object]]:
+    """Reply rows {timestamp, acceleration, x, y, z} with ISO 8601 Z timestamps."""
+    stamps = np.datetime_as_string(points["t"].astype("datetime64[ns]").astype("datetime64[us]"))
+    xyz = points["xyz"].tolist()
+    accel = points["a"].tolist()
+    return [
+        {"timestamp": f"{stamp}Z", "acceleration": a, "x": v[0], "y": v[1], "z": v[2]}
+        for stamp, a, v in zip(stamps.tolist(), accel, xyz, strict=True)
+    ]
