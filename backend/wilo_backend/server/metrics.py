@@ -1,0 +1,209 @@
+"""Prometheus text exposition (format 0.0.4) of sampler, storage and server counters."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from wilo_backend.model import SamplerStats, StorageStatus
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(slots=True)
+class ServerCounters:
+    """What the socket layer counts; read by /metrics."""
+
+    clients: int = 0
+    live_subscribers: int = 0
+    connections_total: int = 0
+    connections_rejected: dict[str, int] = field(default_factory=dict)
+    requests_total: int = 0
+    request_errors_total: int = 0
+    rate_limited_total: int = 0
+    unauthorized_total: int = 0
+    live_frames_encoded_total: int = 0
+    live_frames_sent_total: int = 0
+    live_frames_dropped_total: int = 0
+    live_samples_overrun_total: int = 0
+    exports_total: int = 0
+    export_errors_total: int = 0
+    downloads_total: int = 0
+
+    def reject(self, reason: str) -> None:
+        self.connections_rejected[reason] = self.connections_rejected.get(reason, 0) + 1
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(
+        self,
+        name: str,
+        kind: str,
+        help_text: str,
+        samples: Iterable[tuple[dict[str, str], float]],
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            self.sample(name, labels, value)
+
+    def sample(self, name: str, labels: dict[str, str], value: float) -> None:
+        label_text = ",".join(f'{key}="{_escape(val)}"' for key, val in labels.items())
+        suffix = f"{{{label_text}}}" if label_text else ""
+        self.lines.append(f"{name}{suffix} {_number(value)}")
+
+    def one(self, name: str, kind: str, help_text: str, value: float) -> None:
+        self.family(name, kind, help_text, [({}, value)])
+
+
+def _sampler(out: _Writer, stats: SamplerStats) -> None:
+    out.one("wilo_samples_total", "counter", "Samples delivered by the sampler.", stats.samples)
+    out.one("wilo_sample_rate_hz", "gauge", "Measured output sample rate.", stats.rate_hz)
+    out.family(
+        "wilo_samples_lost_total",
+        "counter",
+        "Samples lost, by cause.",
+        [
+            ({"cause": "fifo_overflow"}, stats.lost_overflow),
+            ({"cause": "missed_deadline"}, stats.lost_missed_deadlines),
+            ({"cause": "handoff"}, stats.lost_handoff),
+        ],
+    )
+    out.one("wilo_i2c_errors_total", "counter", "Failed I2C transfers.", stats.i2c_errors)
+    out.one("wilo_sensor_reconnects_total", "counter", "Sensor reconnects.", stats.reconnects)
+    out.one("wilo_fifo_resets_total", "counter", "MPU-6050 FIFO resets.", stats.fifo_resets)
+    out.one("wilo_sensor_connected", "gauge", "1 while the sensor answers.", stats.connected)
+    out.one("wilo_sampler_alive", "gauge", "1 while the sampler process runs.", stats.alive)
+    out.one("wilo_sampler_realtime", "gauge", "1 when SCHED_FIFO was granted.", stats.realtime)
+    out.one("wilo_clock_error_ppm", "gauge", "Sensor clock error vs host.", stats.clock_error_ppm)
+    out.family(
+        "wilo_deadline_deviation_us",
+        "gauge",
+        "Polled-mode deadline deviation, microseconds, by quantile.",
+        [
+            ({"quantile": "0.5"}, stats.deviation_us_p50),
+            ({"quantile": "0.99"}, stats.deviation_us_p99),
+            ({"quantile": "1"}, stats.deviation_us_max),
+        ],
+    )
+    bounds, counts = stats.deviation_hist_bounds_us, stats.deviation_hist_counts
+    if bounds and len(counts) in (len(bounds), len(bounds) + 1):
+        name = "wilo_deadline_deviation_hist_us"
+        out.lines.append(f"# HELP {name} Polled-mode deadline deviation histogram, microseconds.")
+        out.lines.append(f"# TYPE {name} histogram")
+        running = 0
+        for bound, count in zip(bounds, counts, strict=False):
+            running += count
+            out.sample(f"{name}_bucket", {"le": _number(bound)}, running)
+        total = sum(counts)
+        out.sample(f"{name}_bucket", {"le": "+Inf"}, total)
+        out.sample(f"{name}_count", {}, total)
+
+
+def _storage(out: _Writer, storage: StorageStatus) -> None:
+    out.one("wilo_storage_healthy", "gauge", "0 while storage is degraded.", storage.healthy)
+    out.one("wilo_storage_files", "gauge", "Retained segment files.", storage.file_count)
+    out.one(
+        "wilo_storage_retained_bytes",
+        "gauge",
+        "Bytes of retained segments.",
+        storage.bytes_retained,
+    )
+    out.one("wilo_storage_free_bytes", "gauge", "Free bytes on the data disk.", storage.free_bytes)
+    out.one("wilo_storage_rows_total", "counter", "CSV rows written.", storage.rows_written)
+    out.one("wilo_clock_steps_total", "counter", "Wall-clock steps seen.", storage.clock_steps)
+
+
+def _server(out: _Writer, counters: ServerCounters) -> None:
+    out.one("wilo_ws_clients", "gauge", "Connected WebSocket clients.", counters.clients)
+    out.one(
+        "wilo_live_subscribers",
+        "gauge",
+        "Clients subscribed to live_data.",
+        counters.live_subscribers,
+    )
+    out.one(
+        "wilo_ws_connections_total", "counter", "WebSocket connections.", counters.connections_total
+    )
+    out.family(
+        "wilo_ws_connections_rejected_total",
+        "counter",
+        "Connections refused, by reason.",
+        sorted(({"reason": k}, v) for k, v in counters.connections_rejected.items()),
+    )
+    out.one("wilo_ws_requests_total", "counter", "Requests received.", counters.requests_total)
+    out.one(
+        "wilo_ws_request_errors_total",
+        "counter",
+        "Requests answered with an error.",
+        counters.request_errors_total,
+    )
+    out.one(
+        "wilo_ws_rate_limited_total",
+        "counter",
+        "Requests over the rate.",
+        counters.rate_limited_total,
+    )
+    out.one(
+        "wilo_ws_unauthorized_total",
+        "counter",
+        "Requests without a valid token.",
+        counters.unauthorized_total,
+    )
+    out.one(
+        "wilo_live_frames_encoded_total",
+        "counter",
+        "live_data frames encoded (once per rate level).",
+        counters.live_frames_encoded_total,
+    )
+    out.one(
+        "wilo_live_frames_sent_total",
+        "counter",
+        "live_data frames sent.",
+        counters.live_frames_sent_total,
+    )
+    out.one(
+        "wilo_live_frames_dropped_total",
+        "counter",
+        "live_data frames dropped for slow clients.",
+        counters.live_frames_dropped_total,
+    )
+    out.one(
+        "wilo_live_samples_overrun_total",
+        "counter",
+        "Samples dropped before framing because the frame timer stalled.",
+        counters.live_samples_overrun_total,
+    )
+    out.one("wilo_exports_total", "counter", "ZIP exports built.", counters.exports_total)
+    out.one(
+        "wilo_export_errors_total", "counter", "ZIP exports failed.", counters.export_errors_total
+    )
+    out.one("wilo_downloads_total", "counter", "Export downloads served.", counters.downloads_total)
+
+
+def render_metrics(sampler: SamplerStats, storage: StorageStatus, counters: ServerCounters) -> str:
+    """The /metrics body."""
+    out = _Writer()
+    _sampler(out, sampler)
+    _storage(out, storage)
+    _server(out, counters)
+    return "\n".join(out.lines) + "\n"

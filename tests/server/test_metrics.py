@@ -1,0 +1,77 @@
+"""metrics.py: valid Prometheus text with the counters operators need."""
+
+from __future__ import annotations
+
+import re
+
+from wilo_backend.model import SamplerStats, StorageStatus
+from wilo_backend.server.metrics import ServerCounters, render_metrics
+
+SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_]+="[^"]*",?)*\})? (-?[0-9.e+]+|NaN|[+-]Inf)$'
+)
+
+
+def parse(text: str) -> dict[str, float]:
+    """name{labels} -> value; asserts every family is declared before its samples."""
+    assert text.endswith("\n")
+    declared: set[str] = set()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            name, kind = line.split()[2:4]
+            assert kind in {"counter", "gauge", "histogram"}
+            assert name not in declared, f"{name} declared twice"
+            declared.add(name)
+            continue
+        if line.startswith("# HELP "):
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"not a sample line: {line!r}"
+        family = re.sub(r"_(bucket|count|sum)$", "", match.group(1))
+        assert match.group(1) in declared or family in declared, line
+        key = line.rsplit(" ", 1)[0]
+        values[key] = float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def test_metrics_carry_sampler_storage_and_server_figures() -> None:
+    stats = SamplerStats(
+        samples=48_000,
+        rate_hz=800.0,
+        lost_overflow=1,
+        lost_missed_deadlines=2,
+        lost_handoff=3,
+        i2c_errors=4,
+        deviation_us_p99=12.5,
+        deviation_hist_bounds_us=[10.0, 50.0, 100.0],
+        deviation_hist_counts=[90, 8, 1, 1],
+        alive=True,
+    )
+    storage = StorageStatus(False, "disk full", 120, "x.csv", 300_000_000, 5_000_000, 9, 0)
+    counters = ServerCounters(clients=3, live_frames_dropped_total=17)
+    counters.reject("max_clients")
+    counters.reject("max_clients")
+    values = parse(render_metrics(stats, storage, counters))
+    assert values["wilo_samples_total"] == 48_000
+    assert values['wilo_samples_lost_total{cause="fifo_overflow"}'] == 1
+    assert values['wilo_samples_lost_total{cause="missed_deadline"}'] == 2
+    assert values['wilo_samples_lost_total{cause="handoff"}'] == 3
+    assert values["wilo_i2c_errors_total"] == 4
+    assert values['wilo_deadline_deviation_us{quantile="0.99"}'] == 12.5
+    assert values['wilo_deadline_deviation_hist_us_bucket{le="50"}'] == 98
+    assert values['wilo_deadline_deviation_hist_us_bucket{le="+Inf"}'] == 100
+    assert values["wilo_storage_healthy"] == 0
+    assert values["wilo_storage_free_bytes"] == 5_000_000
+    assert values["wilo_storage_retained_bytes"] == 300_000_000
+    assert values["wilo_ws_clients"] == 3
+    assert values["wilo_live_frames_dropped_total"] == 17
+    assert values['wilo_ws_connections_rejected_total{reason="max_clients"}'] == 2
+    assert values["wilo_sampler_alive"] == 1
+
+
+def test_metrics_without_histogram_are_still_valid() -> None:
+    storage = StorageStatus(True, "", 0, None, 0, 0, 0, 0)
+    values = parse(render_metrics(SamplerStats(), storage, ServerCounters()))
+    assert not any(key.startswith("wilo_deadline_deviation_hist") for key in values)
+    assert values["wilo_storage_healthy"] == 1
