@@ -46,3 +46,18 @@ bench: install ## benchmarks; figures go in BENCHMARKS.md
 
 clean: ## remove the virtualenv and build output
 	rm -rf $(VENV) $(DIST_DIR) build *.egg-info backend/*.egg-info
+
+# make molecule: the real playbooks on throwaway systemd-nspawn test hosts (root; see README "Molecule").
+# Ansible's and Molecule's own files go under MOLECULE_HOME, not /root.
+MOLECULE_SCENARIOS ?= default legacy fleet
+MOLECULE_HOME ?= /var/tmp/wilo-molecule
+MOLECULE_DIST_DIR ?= $(DIST_DIR)/molecule-$(shell uname -m)
+
+molecule: install ## Molecule scenarios (default, legacy, fleet) on nspawn test hosts; needs root
+	$(MAKE) dist DIST_DIR=$(MOLECULE_DIST_DIR) TARGET_PLATFORM=manylinux2014_$(shell uname -m) TARGET_PYTHON=3.11
+	molecule/testhost.sh build
+	set -o pipefail; rc=0; for s in $(MOLECULE_SCENARIOS); do \
+	  PATH=$(abspath $(BIN)):$$PATH ANSIBLE_HOME=$(MOLECULE_HOME)/ansible \
+	  WILO_MOLECULE_DIST=$(abspath $(MOLECULE_DIST_DIR)) \
+	  $(BIN)/molecule test -s $$s | $(BIN)/python -u molecule/timings.py || { rc=1; break; }; \
+	done; molecule/testhost.sh leftovers || rc=1; exit $$rc
