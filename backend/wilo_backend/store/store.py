@@ -101,7 +101,7 @@ class Store:
         self._pending_limit_rows = int(
             max(PENDING_LIMIT_SECONDS, 2 * config.flush_seconds) * OUTPUT_RATE_HZ
         )
-        self._notify_queue: list[tuple[str, int]] = []
+        self._notify_queue: list[str] = []
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -305,15 +305,16 @@ class Store:
         ]
 
     def _queue_notify(self, relative: str) -> None:
-        self._notify_queue.append((relative, len(self._segments)))
+        self._notify_queue.append(relative)
 
     def _notify(self) -> None:
         """Run new-file callbacks outside the lock (the server may call back into the store)."""
         with self._lock:
             queue, self._notify_queue = self._notify_queue, []
+            total = len(self._segments)
         if self._on_new_file is None:
             return
-        for relative, total in queue:
+        for relative in queue:
             try:
                 self._on_new_file(relative, total)
             except Exception:

@@ -221,8 +221,9 @@ class Summaries:
 def points_to_rows(points: Points) -> list[dict[str, object]]:
     """Reply rows {timestamp, acceleration, x, y, z} with ISO 8601 Z timestamps."""
     stamps = np.datetime_as_string(points["t"].astype("datetime64[ns]").astype("datetime64[us]"))
-    xyz = points["xyz"].tolist()
-    accel = points["a"].tolist()
+    # six decimals, as in the CSV files
+    xyz = np.round(points["xyz"], 6).tolist()
+    accel = np.round(points["a"], 6).tolist()
     return [
         {"timestamp": f"{stamp}Z", "acceleration": a, "x": v[0], "y": v[1], "z": v[2]}
         for stamp, a, v in zip(stamps.tolist(), accel, xyz, strict=True)

@@ -1,0 +1,80 @@
+"""CSV rows: exact format, readable by pandas and the csv module, padding keeps the values."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wilo_backend.store.csvformat import HEADER, format_rows, pad_rows, padding_for, parse_rows
+
+T0_NS = 1_795_792_920_000_000_000
+
+
+def test_row_format_is_iso_utc_microseconds_and_magnitude() -> None:
+    t = np.array([T0_NS + 1_250_000, T0_NS + 2_500_999], dtype=np.int64)
+    xyz = np.array([[3.0, -4.0, 0.0], [-0.0000001, 0.5, 9.80665]])
+    text = format_rows(t, xyz).decode()
+    assert text == (
+        "2026-11-27T15:22:00.001250Z,3.000000,-4.000000,0.000000,5.000000\n"
+        "2026-11-27T15:22:00.002500Z,0.000000,0.500000,9.806650,9.819388\n"
+    )
+
+
+def test_large_values_take_the_slow_path_with_the_same_format() -> None:
+    t = np.array([T0_NS], dtype=np.int64)
+    text = format_rows(t, np.array([[1e13, 0.0, -2.5]])).decode()
+    assert (
+        text == "2026-11-27T15:22:00.000000Z,10000000000000.000000,0.000000,-2.500000,"
+        "10000000000000.000000\n"
+    )
+
+
+finite = st.floats(min_value=-2000.0, max_value=2000.0, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(finite, finite, finite), min_size=1, max_size=40), st.data())
+def test_round_trip_and_padding(
+    rows: list[tuple[float, float, float]], data: st.DataObject
+) -> None:
+    xyz = np.array(rows, dtype=np.float64)
+    t = T0_NS + np.arange(len(rows), dtype=np.int64) * 1_250_000
+    body = format_rows(t, xyz)
+    pad = data.draw(st.integers(min_value=0, max_value=9000))
+    padded = pad_rows(body, pad)
+    assert len(padded) == len(body) + pad
+    parsed_t, parsed_xyz, accel = parse_rows(padded)
+    assert np.array_equal(parsed_t, t)
+    assert np.allclose(parsed_xyz, xyz, atol=5e-7, rtol=0)
+    assert np.allclose(accel, np.linalg.norm(xyz, axis=1), atol=5e-7, rtol=0)
+    # the plain csv module and float() read the padded rows with no options
+    reader = csv.reader(io.StringIO((HEADER + padded).decode()))
+    assert next(reader) == ["timestamp", "x", "y", "z", "acceleration"]
+    values = [[float(v) for v in row[1:]] for row in reader]
+    assert np.allclose(np.array(values)[:, :3], xyz, atol=5e-7, rtol=0)
+
+
+def test_pandas_reads_a_padded_block_with_no_options() -> None:
+    t = T0_NS + np.arange(3, dtype=np.int64) * 1_250_000
+    xyz = np.array([[0.1, 0.2, 9.8], [0.0, -0.1, 9.7], [1.0, 1.0, 1.0]])
+    body = format_rows(t, xyz)
+    padded = pad_rows(body, padding_for(len(body), 4096))
+    assert len(padded) == 4096
+    frame = pd.read_csv(io.BytesIO(HEADER + padded))
+    assert list(frame.columns) == ["timestamp", "x", "y", "z", "acceleration"]
+    assert [str(d) for d in frame.dtypes.iloc[1:]] == ["float64"] * 4
+    assert np.allclose(frame[["x", "y", "z"]].to_numpy(), xyz)
+    assert frame["timestamp"].iloc[0] == "2026-11-27T15:22:00.000000Z"
+    assert pd.to_datetime(frame["timestamp"]).dt.tz is not None
+
+
+def test_padding_for_block_multiples() -> None:
+    assert padding_for(4096, 4096) == 0
+    assert padding_for(100, 4096) == 3996
+    assert padding_for(8193, 4096) == 4095
+    assert padding_for(0, 4096) == 4096
