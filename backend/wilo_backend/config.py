@@ -138,6 +138,44 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class AnalyticsConfig:
+    """Vibration features over windows of the stream, severity zones, and the feature files.
+
+    Zone limits default to the ISO 10816-1:1995 Annex B "Class I" (small machines, up to 15 kW)
+    boundaries on broadband velocity RMS, still the usual practice under ISO 20816-1:2016.
+    """
+
+    enabled: bool = _setting(True, None, "compute features, zones and the feature files")
+    window_seconds: float = _setting(1.0, _between(0.25, 10.0), "one feature row per window, s")
+    band_low_hz: float = _setting(10.0, _between(0.5, 399.0), "velocity band lower edge, Hz")
+    band_high_hz: float = _setting(
+        350.0, _between(1.0, 400.0), "velocity band upper edge, Hz (Nyquist 400)"
+    )
+    zone_ab_mms: float = _setting(0.71, _between(0.01, 1000.0), "zone A/B limit, velocity mm/s")
+    zone_bc_mms: float = _setting(1.8, _between(0.01, 1000.0), "zone B/C limit, velocity mm/s")
+    zone_cd_mms: float = _setting(4.5, _between(0.01, 1000.0), "zone C/D limit, velocity mm/s")
+    zone_hysteresis: float = _setting(
+        0.05, _between(0.0, 0.5), "a zone is left downwards only below limit × (1 − this)"
+    )
+    retention_days: int = _setting(30, _between(1, 366), "feature files kept, days")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.band_low_hz >= self.band_high_hz:
+            problems.append(
+                f"analytics.band_low_hz: {self.band_low_hz!r} must be below "
+                f"analytics.band_high_hz ({self.band_high_hz!r})"
+            )
+        if not self.zone_ab_mms < self.zone_bc_mms < self.zone_cd_mms:
+            problems.append(
+                "analytics.zone_ab_mms, zone_bc_mms, zone_cd_mms: must increase "
+                f"(got {self.zone_ab_mms!r}, {self.zone_bc_mms!r}, {self.zone_cd_mms!r})"
+            )
+        if problems:
+            raise ConfigError(problems)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; every key has a default."""
 
@@ -146,6 +184,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
 
 
 def _is_section(f: dataclasses.Field[Any]) -> bool:

@@ -1,0 +1,513 @@
+"""Feature rows on disk (features/YYYY/MM/DD.csv, one a day) and in memory for fast trends.
+
+Each window's row is appended and flushed (fdatasync) on its own, so a power cut costs at most
+the window being written; a torn last line is cut off when the file is next opened. Beside each
+day file, DD.minutes.csv holds one roll-up row per minute (count-weighted means, the largest
+velocity, the worst zone); start-up loads those (1,440 rows a day) instead of re-parsing
+86,400 rows a day, and reads only the tail of the newest day file for the last hour in full
+resolution. Files older than the retention (by age, against an injectable clock) are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from wilo_backend.analytics.features import COLUMNS, N_COLUMNS, VRMS_COLUMN
+from wilo_backend.analytics.zones import NO_ZONE, ZONES, zone_name
+
+log = logging.getLogger("wilo_backend.analytics.store")
+
+HEADER = "timestamp,zone," + ",".join(COLUMNS) + "\n"
+ROLLUP_HEADER = "timestamp,windows,zone,vrms_mms_max," + ",".join(COLUMNS) + "\n"
+ROLLUP_SECONDS = 60
+# Full-resolution rows kept in memory: trends up to this long are served window by window.
+RAW_MEMORY_SECONDS = 3600
+TAIL_CHUNK_BYTES = 1 << 20
+NS = 1_000_000_000
+_DAY_FILE = re.compile(r"^(\d{4})/(\d{2})/(\d{2})(\.minutes)?\.csv$")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def iso_utc(t_ns: int) -> str:
+    """Unix nanoseconds → '2026-11-27T16:22:00.123456Z'."""
+    seconds, rest_ns = divmod(int(t_ns), NS)
+    stamp = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{rest_ns // 1000:06d}Z"
+
+
+def parse_iso_utc(text: str) -> int:
+    """The inverse of iso_utc; ValueError for anything else."""
+    moment = dt.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp without a zone: {text!r}")
+    return ((moment - _EPOCH) // dt.timedelta(microseconds=1)) * 1000
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"
+
+
+class Series:
+    """Growable columns of (time, windows, worst zone, largest velocity, mean features)."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self.t_ns = np.empty(capacity, np.int64)
+        self.count = np.empty(capacity, np.int32)
+        self.zone = np.empty(capacity, np.int8)
+        self.vmax = np.empty(capacity, np.float32)
+        self.means = np.empty((capacity, N_COLUMNS), np.float32)
+        self.start = 0
+        self.end = 0
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def append(self, t_ns: int, count: int, zone: int, vmax: float, means: Any) -> None:
+        if self.end == self.t_ns.shape[0]:
+            self._make_room()
+        i = self.end
+        self.t_ns[i], self.count[i], self.zone[i], self.vmax[i] = t_ns, count, zone, vmax
+        self.means[i] = means
+        self.end += 1
+
+    def _make_room(self) -> None:
+        live = len(self)
+        capacity = self.t_ns.shape[0]
+        if live * 2 > capacity:
+            capacity *= 2
+        for name in ("t_ns", "count", "zone", "vmax", "means"):
+            old = getattr(self, name)
+            new = np.empty((capacity, *old.shape[1:]), old.dtype)
+            new[:live] = old[self.start : self.end]
+            setattr(self, name, new)
+        self.start, self.end = 0, live
+
+    def add(self, t_ns: int, count: int, zone: int, vmax: float, means: Any) -> None:
+        """Append, or fold into the last row when it has the same time (a minute rolled up in
+        two parts around a restart)."""
+        last = self.end - 1
+        if self.end > self.start and self.t_ns[last] == t_ns:
+            total = int(self.count[last]) + count
+            merged = (
+                self.means[last] * float(self.count[last]) + np.asarray(means) * count
+            ) / total
+            self.means[last] = merged
+            self.count[last] = total
+            self.zone[last] = max(int(self.zone[last]), zone)
+            self.vmax[last] = max(float(self.vmax[last]), vmax)
+            return
+        self.append(t_ns, count, zone, vmax, means)
+
+    def drop_before(self, t_ns: int) -> None:
+        times = self.t_ns[self.start : self.end]
+        self.start += int(np.searchsorted(times, t_ns, side="left"))
+
+    def last_t_ns(self) -> int | None:
+        return int(self.t_ns[self.end - 1]) if self.end > self.start else None
+
+    def since(self, t_ns: int) -> tuple[npt.NDArray[Any], ...]:
+        """Copies of the rows at or after t_ns, in time order."""
+        sl = slice(self.start, self.end)
+        cols: list[npt.NDArray[Any]] = [self.t_ns[sl], self.count[sl], self.zone[sl]]
+        cols += [self.vmax[sl], self.means[sl]]
+        times = cols[0]
+        if times.shape[0] > 1 and bool(np.any(times[1:] < times[:-1])):
+            order = np.argsort(times, kind="stable")  # a wall-clock step put rows out of order
+            cols = [c[order] for c in cols]
+        first = int(np.searchsorted(cols[0], t_ns, side="left"))
+        return tuple(c[first:].copy() for c in cols)
+
+
+def decimate(
+    columns: tuple[npt.NDArray[Any], ...], since_ns: int, until_ns: int, max_points: int
+) -> list[dict[str, Any]]:
+    """At most max_points trend points over [since, until): count-weighted means per time
+    bucket, with the largest velocity and the worst zone of each bucket kept."""
+    t_ns, count, zone, vmax, means = columns
+    if t_ns.shape[0] > max_points:
+        edges = since_ns + (until_ns - since_ns) * np.arange(max_points, dtype=np.int64) // max(
+            max_points, 1
+        )
+        starts = np.searchsorted(t_ns, edges, side="left")
+        starts[0] = 0  # a roll-up that began just before `since` belongs to the first bucket
+        starts = np.unique(starts)
+        starts = starts[starts < t_ns.shape[0]]
+        weights = count.astype(np.float64)
+        sums = np.add.reduceat(means.astype(np.float64) * weights[:, None], starts, axis=0)
+        count = np.add.reduceat(weights, starts)
+        means = sums / count[:, None]
+        vmax = np.maximum.reduceat(vmax, starts)
+        zone = np.maximum.reduceat(zone, starts)
+        t_ns = t_ns[starts]
+    values = np.round(means.astype(np.float64), 4).tolist()
+    vmax_list = np.round(vmax.astype(np.float64), 4).tolist()
+    stamps = np.datetime_as_string(t_ns.astype("datetime64[ns]"), unit="us")
+    points = []
+    for i, row in enumerate(values):
+        point: dict[str, Any] = {
+            "timestamp": f"{stamps[i]}Z",
+            "windows": int(count[i]),
+            "zone": zone_name(int(zone[i])),
+            "vrms_mms_max": vmax_list[i],
+        }
+        point.update(zip(COLUMNS, row, strict=True))
+        points.append(point)
+    return points
+
+
+@dataclass
+class _Minute:
+    """The roll-up of the minute being filled."""
+
+    start_ns: int
+    count: int
+    sums: npt.NDArray[np.float64]
+    vmax: float
+    zone: int
+
+
+@dataclass(frozen=True)
+class FeatureStoreStatus:
+    """Counters for status and /metrics."""
+
+    rows_written: int
+    write_errors: int
+    error: str
+    day_files: int
+    bytes_on_disk: int
+    bad_lines: int
+    deleted_files: int
+
+
+class FeatureStore:
+    """Appends feature rows, keeps the trend index, applies retention. Thread-safe."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        retention_days: int,
+        timezone: dt.tzinfo = dt.UTC,
+        fsync: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = Path(root)
+        self.retention_days = retention_days
+        self.timezone = timezone
+        self.fsync = fsync
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._raw = Series(4096)
+        self._minutes = Series(4096)
+        self._minute: _Minute | None = None
+        self._fd: int | None = None
+        self._fd_day: dt.date | None = None
+        self._swept_day: dt.date | None = None
+        self.rows_written = 0
+        self.write_errors = 0
+        self.bad_lines = 0
+        self.deleted_files = 0
+        self.error = ""
+
+    # --- layout ---------------------------------------------------------------------------
+
+    def day_of(self, t_ns: int) -> dt.date:
+        return dt.datetime.fromtimestamp(t_ns / NS, self.timezone).date()
+
+    def day_path(self, day: dt.date, rollup: bool = False) -> Path:
+        suffix = ".minutes.csv" if rollup else ".csv"
+        return self.root / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}{suffix}"
+
+    def _day_files(self) -> Iterator[tuple[dt.date, bool, Path]]:
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.glob("[0-9][0-9][0-9][0-9]/[0-9][0-9]/*.csv")):
+            match = _DAY_FILE.match(path.relative_to(self.root).as_posix())
+            if not match:
+                continue
+            try:
+                day = dt.date(int(match[1]), int(match[2]), int(match[3]))
+            except ValueError:
+                continue
+            yield day, bool(match[4]), path
+
+    def _day_end_s(self, day: dt.date) -> float:
+        following = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), self.timezone)
+        return following.timestamp()
+
+    # --- start-up -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Apply retention, load the minute roll-ups and the last hour; repair after a crash."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        now_s = self.clock()
+        self.sweep(now_s)
+        for _, rollup, path in self._day_files():
+            if rollup:
+                for fields in self._rows(path.read_bytes().split(b"\n"), 4 + N_COLUMNS):
+                    t_ns = parse_iso_utc(fields[0])
+                    means = [float(v) for v in fields[4:]]
+                    zone = ZONES.index(fields[2]) if fields[2] in ZONES else NO_ZONE
+                    self._minutes.add(t_ns, int(fields[1]), zone, float(fields[3]), means)
+        rolled_until_ns = self._minutes.last_t_ns()
+        rolled_until_ns = None if rolled_until_ns is None else rolled_until_ns + ROLLUP_SECONDS * NS
+        since_ns = int((now_s - RAW_MEMORY_SECONDS) * NS)
+        if rolled_until_ns is not None:
+            since_ns = min(since_ns, rolled_until_ns)
+        days = sorted({day for day, rollup, _ in self._day_files() if not rollup})[-2:]
+        for day in days:
+            for t_ns, zone, values in self._read_tail(self.day_path(day), since_ns):
+                if t_ns >= (now_s - RAW_MEMORY_SECONDS) * NS:
+                    self._raw.append(t_ns, 1, zone, values[VRMS_COLUMN], values)
+                if rolled_until_ns is None or t_ns >= rolled_until_ns:
+                    # Rows a crash left without a roll-up: roll them up now.
+                    self._accumulate(t_ns, zone, np.asarray(values))
+        self._flush_minute()
+        self._raw.drop_before(int((now_s - RAW_MEMORY_SECONDS) * NS))
+        log.info(
+            "feature store %s: %d minute roll-ups, %d recent windows loaded",
+            self.root,
+            len(self._minutes),
+            len(self._raw),
+        )
+
+    def _rows(self, lines: list[bytes], width: int) -> Iterator[list[str]]:
+        for raw_line in lines:
+            line = raw_line.decode("utf-8", "replace").strip()
+            if not line or line.startswith("timestamp,"):
+                continue
+            fields = line.split(",")
+            try:
+                if len(fields) != width:
+                    raise ValueError(f"{len(fields)} fields, expected {width}")
+                parse_iso_utc(fields[0])
+            except ValueError:
+                self.bad_lines += 1
+                continue
+            yield fields
+
+    def _read_tail(self, path: Path, since_ns: int) -> Iterator[tuple[int, int, list[float]]]:
+        """Rows of a day file at or after since_ns, reading backwards only as far as needed."""
+        try:
+            with path.open("rb") as f:
+                position = f.seek(0, os.SEEK_END)
+                data = b""
+                while position > 0:
+                    start = max(0, position - TAIL_CHUNK_BYTES)
+                    f.seek(start)
+                    data = f.read(position - start) + data
+                    position = start
+                    lines = data.split(b"\n", 2)
+                    if position > 0 and len(lines) == 3:
+                        try:
+                            if parse_iso_utc(lines[1].split(b",", 1)[0].decode()) < since_ns:
+                                break
+                        except (ValueError, UnicodeDecodeError):
+                            pass
+        except OSError as exc:
+            log.warning("cannot read feature file %s: %s; its rows are left out", path, exc)
+            return
+        lines = data.split(b"\n")
+        if position > 0:
+            lines = lines[1:]  # the first piece is the end of an earlier line
+        for fields in self._rows(lines, 2 + N_COLUMNS):
+            t_ns = parse_iso_utc(fields[0])
+            if t_ns >= since_ns:
+                zone = ZONES.index(fields[1]) if fields[1] in ZONES else NO_ZONE
+                yield t_ns, zone, [float(v) for v in fields[2:]]
+
+    # --- writing --------------------------------------------------------------------------
+
+    def append(self, t_ns: int, zone: int, row: npt.NDArray[np.float64]) -> None:
+        """Record one window: flushed to its day file, then added to the in-memory index."""
+        day = self.day_of(t_ns)
+        line = f"{iso_utc(t_ns)},{zone_name(zone)}," + ",".join(map(_number, row.tolist()))
+        self._write(day, False, line + "\n")
+        with self._lock:
+            self._raw.append(t_ns, 1, zone, float(row[VRMS_COLUMN]), row)
+        self._accumulate(t_ns, zone, row)
+        now_s = self.clock()
+        today = dt.datetime.fromtimestamp(now_s, self.timezone).date()
+        if today != self._swept_day:
+            self.sweep(now_s)
+        elif (
+            len(self._raw)
+            and self._raw.t_ns[self._raw.start] < (now_s - RAW_MEMORY_SECONDS - 60) * NS
+        ):
+            with self._lock:
+                self._raw.drop_before(int((now_s - RAW_MEMORY_SECONDS) * NS))
+
+    def _accumulate(self, t_ns: int, zone: int, row: npt.NDArray[np.float64]) -> None:
+        minute_ns = t_ns - t_ns % (ROLLUP_SECONDS * NS)
+        if self._minute is not None and self._minute.start_ns != minute_ns:
+            self._flush_minute()
+        if self._minute is None:
+            self._minute = _Minute(minute_ns, 0, np.zeros(N_COLUMNS), 0.0, NO_ZONE)
+        m = self._minute
+        m.count += 1
+        m.sums += row
+        m.vmax = max(m.vmax, float(row[VRMS_COLUMN]))
+        m.zone = max(m.zone, zone)
+
+    def _flush_minute(self) -> None:
+        m, self._minute = self._minute, None
+        if m is None or m.count == 0:
+            return
+        means = m.sums / m.count
+        cells = [iso_utc(m.start_ns), str(m.count), zone_name(m.zone), _number(m.vmax)]
+        self._write(
+            self.day_of(m.start_ns), True, ",".join(cells + list(map(_number, means))) + "\n"
+        )
+        with self._lock:
+            self._minutes.add(m.start_ns, m.count, m.zone, m.vmax, means)
+
+    def _write(self, day: dt.date, rollup: bool, text: str) -> None:
+        """Append and flush; an I/O error is counted and logged, and the next row retries."""
+        try:
+            if rollup:
+                fd = self._open_append(self.day_path(day, rollup=True), ROLLUP_HEADER)
+                try:
+                    self._write_all(fd, text)
+                finally:
+                    os.close(fd)
+            else:
+                if self._fd is None or self._fd_day != day:
+                    self._close_fd()
+                    self._fd = self._open_append(self.day_path(day), HEADER)
+                    self._fd_day = day
+                self._write_all(self._fd, text)
+                self.rows_written += 1
+            if self.error:
+                log.info("feature files writable again")
+            self.error = ""
+        except OSError as exc:
+            self.write_errors += 1
+            if not self.error:
+                log.error(
+                    "cannot write feature file for %s: %s; retrying with the next row", day, exc
+                )
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._close_fd()
+
+    def _write_all(self, fd: int, text: str) -> None:
+        data = text.encode()
+        while data:
+            data = data[os.write(fd, data) :]
+        if self.fsync:
+            os.fdatasync(fd)
+
+    def _open_append(self, path: Path, header: str) -> int:
+        """Open for appending; a torn last line (a crash mid-write) is cut off first."""
+        new_dir = not path.parent.is_dir()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                tail = os.pread(fd, min(size, 1 << 16), max(0, size - (1 << 16)))
+                cut = tail.rfind(b"\n")
+                keep = 0 if cut < 0 else size - len(tail) + cut + 1
+                os.ftruncate(fd, keep)
+                log.warning("%s: cut a torn last line (%d bytes)", path, size - keep)
+                size = keep
+            if size == 0:
+                self._write_all(fd, header)
+                if self.fsync:
+                    self._sync_dir(path.parent)
+                    if new_dir:
+                        self._sync_dir(path.parent.parent)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    @staticmethod
+    def _sync_dir(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd, self._fd_day = None, None
+
+    def close(self) -> None:
+        """Write the roll-up of the minute in progress and close the day file."""
+        self._flush_minute()
+        self._close_fd()
+
+    # --- retention ------------------------------------------------------------------------
+
+    def sweep(self, now_s: float) -> None:
+        """Delete day files whose whole day is older than the retention; trim the index."""
+        cutoff_s = now_s - self.retention_days * 86400
+        for day, _, path in list(self._day_files()):
+            if self._day_end_s(day) > cutoff_s or day == self._fd_day:
+                continue
+            try:
+                path.unlink()
+                self.deleted_files += 1
+                log.info("deleted feature file %s (older than %d days)", path, self.retention_days)
+            except OSError as exc:
+                log.warning("cannot delete expired feature file %s: %s", path, exc)
+            for folder in (path.parent, path.parent.parent):
+                try:
+                    folder.rmdir()  # only succeeds once empty
+                except OSError:
+                    break
+        with self._lock:
+            self._minutes.drop_before(int(cutoff_s * NS))
+            self._raw.drop_before(int((now_s - RAW_MEMORY_SECONDS) * NS))
+        self._swept_day = dt.datetime.fromtimestamp(now_s, self.timezone).date()
+
+    # --- reading --------------------------------------------------------------------------
+
+    def query(self, seconds: float, max_points: int) -> list[dict[str, Any]]:
+        """Trend points of the last `seconds`, oldest first, at most max_points."""
+        now_ns = int(self.clock() * NS)
+        since_ns = now_ns - int(seconds * NS)
+        with self._lock:
+            if seconds <= RAW_MEMORY_SECONDS:
+                columns = self._raw.since(since_ns)
+            else:
+                # the minute that overlaps `since` counts whole
+                rolled = self._minutes.since(since_ns - since_ns % (ROLLUP_SECONDS * NS))
+                last = int(rolled[0][-1]) + ROLLUP_SECONDS * NS if rolled[0].shape[0] else since_ns
+                recent = self._raw.since(last)
+                columns = tuple(np.concatenate(pair) for pair in zip(rolled, recent, strict=True))
+        return decimate(columns, since_ns, now_ns, max_points)
+
+    def status(self) -> FeatureStoreStatus:
+        files = [path for _, _, path in self._day_files()]
+        size = 0
+        for path in files:
+            try:
+                size += path.stat().st_size
+            except OSError:
+                continue
+        return FeatureStoreStatus(
+            rows_written=self.rows_written,
+            write_errors=self.write_errors,
+            error=self.error,
+            day_files=sum(1 for p in files if not p.name.endswith(".minutes.csv")),
+            bytes_on_disk=size,
+            bad_lines=self.bad_lines,
+            deleted_files=self.deleted_files,
+        )
