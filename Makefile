@@ -10,8 +10,15 @@ DATA_DIR ?= .
 
 # make dist / deploy (see README "Deployment")
 DIST_DIR ?= dist
+# Target CPU: DIST_PLATFORM=aarch64 (Raspberry Pi OS 64-bit) or x86_64 (test hosts);
+# TARGET_PLATFORM=manylinux2014_<arch> says the same.
 TARGET_PLATFORM ?= manylinux2014_aarch64
+DIST_PLATFORM ?= $(patsubst manylinux2014_%,%,$(TARGET_PLATFORM))
 TARGET_PYTHON ?= 3.11
+# glibc of the target (bookworm: 2.36): wheels for any manylinux_2_17 .. 2_<this> are accepted.
+TARGET_GLIBC_MINOR ?= 36
+DIST_PIP_PLATFORMS = --platform manylinux2014_$(DIST_PLATFORM) \
+	$(foreach minor,$(shell seq 17 $(TARGET_GLIBC_MINOR)),--platform manylinux_2_$(minor)_$(DIST_PLATFORM))
 INVENTORY ?= ansible/inventory/production.yml
 PLAYBOOK ?= ansible/deploy.yml
 LIMIT ?=
@@ -40,6 +47,9 @@ lint: install ## ruff, mypy --strict and the deployment linters
 	$(BIN)/ruff check backend tests bench
 	$(BIN)/ruff format --check backend tests bench
 	$(BIN)/mypy
+	$(BIN)/yamllint --strict .
+	ANSIBLE_HOME=$(abspath .ansible) $(BIN)/ansible-lint --offline --profile production ansible/
+	$(BIN)/actionlint
 
 bench: install ## benchmarks; figures go in BENCHMARKS.md
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
@@ -61,3 +71,24 @@ molecule: install ## Molecule scenarios (default, legacy, fleet) on nspawn test 
 	  WILO_MOLECULE_DIST=$(abspath $(MOLECULE_DIST_DIR)) \
 	  $(BIN)/molecule test -s $$s | $(BIN)/python -u molecule/timings.py || { rc=1; break; }; \
 	done; molecule/testhost.sh leftovers || rc=1; exit $$rc
+
+# make dist / deploy: see README "Deployment". dist/ holds wheelhouse/ (the project wheel and every
+# runtime dependency, binary wheels for DIST_PLATFORM / TARGET_PYTHON), build-info.json, SHA256SUMS.
+dist: install ## wheel + wheelhouse for the target (DIST_PLATFORM=aarch64|x86_64, TARGET_PYTHON=3.11)
+	rm -rf $(DIST_DIR)/wheelhouse $(DIST_DIR)/build-info.json $(DIST_DIR)/SHA256SUMS
+	mkdir -p $(DIST_DIR)/wheelhouse
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(DIST_DIR)/wheelhouse .
+	$(BIN)/pip download --quiet --only-binary=:all: $(DIST_PIP_PLATFORMS) \
+	  --python-version $(TARGET_PYTHON) --implementation cp --abi cp$(subst .,,$(TARGET_PYTHON)) \
+	  --dest $(DIST_DIR)/wheelhouse -r backend/requirements.txt
+	cd $(DIST_DIR) && sha256sum wheelhouse/*.whl > SHA256SUMS
+	set -e; wheel=$$(cd $(DIST_DIR)/wheelhouse && ls wilo_backend-*.whl); \
+	  version=$$(echo "$$wheel" | cut -d- -f2); \
+	  printf '{"version": "%s", "wheel": "%s", "platform": "%s", "python": "%s"}\n' \
+	    "$$version" "$$wheel" "$(DIST_PLATFORM)" "$(TARGET_PYTHON)" > $(DIST_DIR)/build-info.json
+	@echo "dist: $$(ls $(DIST_DIR)/wheelhouse | wc -l) wheels for $(DIST_PLATFORM) / CPython $(TARGET_PYTHON) in $(DIST_DIR)/"
+
+# The only target that uses the production inventory (tests/deploy/test_no_production.py).
+deploy: dist ## make dist + the deploy playbook (INVENTORY=, PLAYBOOK=, LIMIT= to override)
+	ANSIBLE_CONFIG=$(abspath ansible/ansible.cfg) $(BIN)/ansible-playbook -i $(INVENTORY) $(PLAYBOOK) \
+	  -e wilo_backend_dist_dir=$(abspath $(DIST_DIR)) $(if $(LIMIT),--limit $(LIMIT))
