@@ -33,6 +33,25 @@ def collapse_range(fd: int, offset: int, length: int) -> None:
         raise OSError(err, f"fallocate(COLLAPSE_RANGE): {os.strerror(err)}")
 
 
+def collapse_supported_in(folder: Path) -> bool:
+    """Try COLLAPSE_RANGE on a scratch file in `folder` (tmpfs, vfat, btrfs refuse it)."""
+    probe = folder / ".collapse-probe"
+    block = block_bytes(folder)
+    try:
+        fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return False
+    try:
+        pwrite_all(fd, bytes(3 * block), 0)
+        collapse_range(fd, 0, block)
+        return os.fstat(fd).st_size == 2 * block
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+
+
 def block_bytes(path: Path) -> int:
     """Filesystem block size, the unit COLLAPSE_RANGE works in."""
     return int(os.statvfs(path).f_bsize)
@@ -82,6 +101,7 @@ class Aggregate:
         self.rebuilds = 0
 
     def open(self) -> None:
+        self.collapse_supported = collapse_supported_in(self.path.parent)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.size = os.fstat(self.fd).st_size
 

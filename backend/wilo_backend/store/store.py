@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 # While the disk refuses writes, keep at most this much unwritten data, then drop the oldest.
 PENDING_LIMIT_SECONDS = 120.0
+RETRY_SECONDS = 5.0
 
 
 def _iso_z(t_ns: int) -> str:
@@ -98,6 +99,7 @@ class Store:
         self.evictions = 0
         self.write_errors = 0
         self.bytes_written = 0
+        self.committed_t_ns = 0  # newest sample time known to be on disk (segment + aggregate)
         self._pending_limit_rows = int(
             max(PENDING_LIMIT_SECONDS, 2 * config.flush_seconds) * OUTPUT_RATE_HZ
         )
@@ -170,13 +172,13 @@ class Store:
                 loaded = np.load(sidecar, allow_pickle=False)
                 if loaded.dtype == POINT_DTYPE:
                     points = loaded
-            except (OSError, ValueError):
-                points = None
+            except (OSError, ValueError, EOFError):
+                points = None  # missing or torn: rebuilt from the CSV below
             if points is None:
                 points = self._summarize_file(seg)
                 self._write_sidecar(seg.relative, points)
             self.summaries.load_100ms(points)
-        for stray in self.summaries_dir.glob("*.npy"):
+        for stray in [*self.summaries_dir.glob("*.npy"), *self.summaries_dir.glob("*.tmp")]:
             rel = stray.name[: -len(".npy")]
             if not any(self._sidecar(s.relative).name == stray.name for s in self._segments):
                 log.debug("removing stale summary %s", rel)
@@ -188,9 +190,12 @@ class Store:
         return summarize_100ms(make_points(t, xyz, accel))
 
     def _write_sidecar(self, relative: str, points: Points) -> None:
+        target = self._sidecar(relative)
+        tmp = target.with_name(target.name + ".tmp")
         try:
-            with self._sidecar(relative).open("wb") as f:
+            with tmp.open("wb") as f:
                 np.save(f, points, allow_pickle=False)
+            tmp.replace(target)
         except OSError as exc:
             log.warning(
                 "summary for %s not saved (%s); it is rebuilt from CSV at start-up", relative, exc
@@ -251,16 +256,23 @@ class Store:
                 run = self._start_run(int(t_ns[a]))
                 self._extend_run(run, t_ns[a:b], xyz[a:b], batch.first_index + a)
             self._bound_pending()
-            if rotated or self._monotonic() - self._last_flush >= self.config.flush_seconds:
+            if (rotated and not self._error) or self._flush_due():
                 self._flush()
         self._notify()
 
     def tick(self) -> None:
         """Flush if due, even without new samples."""
         with self._lock:
-            if self._monotonic() - self._last_flush >= self.config.flush_seconds:
+            if self._flush_due():
                 self._flush()
         self._notify()
+
+    def _flush_due(self) -> bool:
+        # while the disk fails, retry less often: each attempt formats the whole backlog
+        interval = self.config.flush_seconds
+        if self._error:
+            interval = max(interval, RETRY_SECONDS)
+        return self._monotonic() - self._last_flush >= interval
 
     def _extend_run(self, run: OpenRun, t_ns: Any, xyz: Any, first_index: int) -> None:
         run.add(t_ns.copy(), xyz.copy())
@@ -402,6 +414,7 @@ class Store:
             self.rows_written += int(t.shape[0])
             self.bytes_written += len(chunk)
             run.last_written_t_ns = int(t[-1])
+            self.committed_t_ns = max(self.committed_t_ns, int(t[-1]))
         if run.final and run.rows == 0:
             os.close(self._open_fds.pop(seg.relative))
             self._runs.remove(run)
@@ -541,6 +554,12 @@ class Store:
     def segment_sizes(self) -> list[tuple[str, int]]:
         with self._lock:
             return [(s.relative, s.size) for s in self._segments]
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows received but not yet on disk."""
+        with self._lock:
+            return sum(run.rows for run in self._runs)
 
     @property
     def block_bytes(self) -> int:
