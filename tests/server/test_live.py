@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wilo_backend.model import SampleBatch
-from wilo_backend.server.live import LiveHub, Outbox, iso_timestamps, minmax_indices, sample_rows
+from wilo_backend.server.live import LiveHub, Outbox
 
 T0_NS = 1_795_800_000_000_000_000  # 2026-11-28T...
 PERIOD_NS = 1_250_000  # 800 Hz
@@ -46,33 +46,35 @@ def drain(outbox: Outbox) -> list[dict[str, Any]]:
     return frames
 
 
-@given(st.lists(st.floats(-100, 100), min_size=0, max_size=200), st.integers(1, 16))
-def test_minmax_indices_match_a_brute_force(values: list[float], bucket: int) -> None:
-    arr = np.array(values, dtype=np.float64)
-    got = minmax_indices(arr, bucket).tolist()
-    expected: list[int] = []
-    if bucket == 1:
-        expected = list(range(len(values)))
-    else:
-        for start in range(0, len(values) - bucket + 1, bucket):
-            chunk = arr[start : start + bucket]
-            pair = sorted({start + int(chunk.argmin()), start + int(chunk.argmax())})
-            expected += pair
-    assert got == expected
+def iso_timestamps(t_ns: np.ndarray) -> list[str]:
+    """Reference formatting, one datetime per sample (the code under test is vectorised)."""
+    out = []
+    for t in t_ns.tolist():
+        moment = datetime.fromtimestamp(t // 1_000_000_000, UTC)
+        out.append(moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t % 1_000_000_000 // 1000:06d}Z")
+    return out
 
 
-def test_timestamps_are_iso_8601_with_microseconds_and_z() -> None:
+def brute_minmax(values: np.ndarray, bucket: int) -> list[int]:
+    picked: list[int] = []
+    for start in range(0, len(values) - bucket + 1, bucket):
+        chunk = values[start : start + bucket]
+        picked += sorted({start + int(chunk.argmin()), start + int(chunk.argmax())})
+    return picked
+
+
+def test_frame_rows_have_the_csv_data_shape_and_iso_z_timestamps() -> None:
     moment = datetime(2026, 11, 27, 15, 22, 0, tzinfo=UTC)
-    t_ns = int(moment.timestamp()) * 1_000_000_000 + 123_456_789
-    stamps = iso_timestamps(np.array([0, t_ns], dtype=np.int64))
-    assert stamps == ["1970-01-01T00:00:00.000000Z", "2026-11-27T15:22:00.123456Z"]
-
-
-def test_sample_rows_have_the_csv_data_shape_and_magnitude() -> None:
-    rows = sample_rows(np.array([0], dtype=np.int64), np.array([[3.0, 4.0, 0.0]]))
-    assert rows == [
+    t_ns = np.array([int(moment.timestamp()) * 1_000_000_000 + 123_456_789], dtype=np.int64)
+    hub, box = LiveHub(), Outbox()
+    hub.subscribe(box, None)
+    hub.publish(SampleBatch(0, t_ns, np.array([[3.0, 4.0, 0.0]])))
+    hub.flush()
+    frame = json.loads(box.pop() or "")
+    assert frame["type"] == "live_data" and frame["seq"] == 1
+    assert frame["data"] == [
         {
-            "timestamp": "1970-01-01T00:00:00.000000Z",
+            "timestamp": "2026-11-27T15:22:00.123456Z",
             "acceleration": 5.0,
             "x": 3.0,
             "y": 4.0,
@@ -128,7 +130,7 @@ def test_decimated_level_keeps_bucket_peaks_across_frame_boundaries() -> None:
     rows = [row for f in drain(outbox) for row in f["data"]]
     magnitude = np.sqrt((xyz**2).sum(axis=1))
     full = (t_ns.shape[0] // 16) * 16
-    expected = minmax_indices(magnitude[:full], 16)
+    expected = brute_minmax(magnitude[:full], 16)
     assert [r["timestamp"] for r in rows] == iso_timestamps(t_ns[expected])
     assert max(r["acceleration"] for r in rows) == pytest.approx(np.sqrt(3 * 50.0**2))
 

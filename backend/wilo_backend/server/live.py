@@ -11,47 +11,13 @@ import numpy as np
 
 from wilo_backend.model import Float64Array, Int64Array, SampleBatch
 from wilo_backend.server.protocol import FULL_RATE_HZ, encode, live_bucket_samples
+from wilo_backend.store.summary import make_points, minmax_indices, points_to_rows
 
 # Two seconds of samples wait for the next frame at most; more means the frame timer stalled.
 DEFAULT_MAX_PENDING_SAMPLES: Final = 1600
 DEFAULT_MAX_LIVE_FRAMES: Final = 8
-DEFAULT_MAX_LIVE_BYTES: Final = 512 * 1024
+DEFAULT_MAX_LIVE_BYTES: Final = 256 * 1024
 DEFAULT_MAX_EVENTS: Final = 32
-ROUND_DECIMALS: Final = 6
-
-
-def minmax_indices(values: Float64Array, bucket: int) -> Int64Array:
-    """Indices of each full bucket's min and max of `values`, in time order (one if equal)."""
-    buckets = values.shape[0] // bucket
-    if bucket <= 1:
-        return np.arange(values.shape[0], dtype=np.int64)
-    if buckets == 0:
-        return np.empty(0, dtype=np.int64)
-    shaped = values[: buckets * bucket].reshape(buckets, bucket)
-    base = np.arange(buckets, dtype=np.int64) * bucket
-    lo = base + shaped.argmin(axis=1)
-    hi = base + shaped.argmax(axis=1)
-    pairs = np.sort(np.stack([lo, hi], axis=1), axis=1).ravel()
-    # A flat bucket has min == max at the same index: keep that sample once.
-    keep = np.ones(pairs.shape[0], dtype=bool)
-    keep[1::2] = pairs[1::2] != pairs[0::2]
-    return pairs[keep]
-
-
-def iso_timestamps(t_ns: Int64Array) -> list[str]:
-    """ISO 8601 UTC with microseconds and Z, vectorised (no per-sample datetime objects)."""
-    text = np.datetime_as_string(t_ns.astype("datetime64[ns]"), unit="us")
-    return [f"{stamp}Z" for stamp in text.tolist()]
-
-
-def sample_rows(t_ns: Int64Array, xyz: Float64Array) -> list[dict[str, object]]:
-    """Rows shaped like the csv_data rows: timestamp, acceleration, x, y, z (m/s²)."""
-    accel = np.round(np.sqrt(np.einsum("ij,ij->i", xyz, xyz)), ROUND_DECIMALS).tolist()
-    x, y, z = np.round(xyz, ROUND_DECIMALS).T.tolist()
-    return [
-        {"timestamp": stamp, "acceleration": a, "x": xi, "y": yi, "z": zi}
-        for stamp, a, xi, yi, zi in zip(iso_timestamps(t_ns), accel, x, y, z, strict=True)
-    ]
 
 
 class Outbox:
@@ -247,11 +213,10 @@ class LiveHub:
             level.carry_index = index[used:].copy()
         if used == 0:
             return None
-        if bucket == 1:
-            picked = np.arange(used)
-        else:
-            magnitude = np.einsum("ij,ij->i", xyz[:used], xyz[:used])
-            picked = minmax_indices(magnitude, bucket)
+        points = make_points(t_ns[:used], xyz[:used])
+        if bucket > 1:
+            # min/max per bucket of `bucket` consecutive samples (the store's chart rule)
+            points = points[minmax_indices(points["a"], np.arange(used) // bucket)]
         body = encode(
             {
                 "rate_hz": FULL_RATE_HZ if bucket == 1 else 2 * FULL_RATE_HZ / bucket,
@@ -259,7 +224,7 @@ class LiveHub:
                 "first_index": int(index[0]),
                 "last_index": int(index[used - 1]),
                 "samples": used,
-                "data": sample_rows(t_ns[picked], xyz[picked]),
+                "data": points_to_rows(points),
             }
         )
         return body[1:]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from wilo_backend.model import PathRejectedError, ReadingsView, ServiceControl
+from wilo_backend.store.layout import check_relative
 
 CONTROL_COMMANDS: Final = frozenset(
     {"start_collection", "stop_collection", "pause_collection", "resume_collection"}
@@ -115,26 +116,20 @@ def _optional_positive(obj: Mapping[str, Any], key: str) -> float | None:
 
 
 def check_filename(value: Any) -> str:
-    """A relative '/'-separated segment path, or RequestError naming what is wrong.
+    """A segment path from get_file_list, or RequestError naming what is wrong.
 
-    The store's resolve() is the final judge (symlinks, retention); this refuses the obvious
-    escapes before any path is built from client text.
+    The hierarchy's own rule (store.layout) refuses '..', absolute paths, NUL bytes and
+    backslashes before any path is built from client text; the store's resolve() then refuses
+    symlinks that leave readings/ and files that are not retained.
     """
     if not isinstance(value, str):
         raise RequestError("filename must be a string (a path from get_file_list)")
-    if not value:
-        raise RequestError("filename must not be empty")
     if len(value) > MAX_FILENAME_CHARS:
         raise RequestError(f"filename longer than {MAX_FILENAME_CHARS} characters")
-    if "\x00" in value:
-        raise RequestError("filename must not contain NUL bytes")
-    if "\\" in value:
-        raise RequestError("filename must use '/' separators, not backslashes")
-    if value.startswith("/"):
-        raise RequestError("filename must be relative to the readings folder, not absolute")
-    if any(part in ("", ".", "..") for part in value.split("/")):
-        raise RequestError("filename must not contain '..', '.' or empty path parts")
-    return value
+    try:
+        return check_relative(value)
+    except PathRejectedError as exc:
+        raise RequestError(f"filename rejected: {exc}") from None
 
 
 def parse_request(raw: str | bytes) -> Request:

@@ -1,0 +1,392 @@
+"""The real server on 127.0.0.1:0 with a real websockets client and the real Store."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from wilo_backend.server.app import WiloServer
+from wilo_backend.store.store import Store
+
+from .conftest import Client, Control, DataFeed, http_get, ws_url
+
+SEGMENT_KEYS = {"timestamp", "acceleration", "x", "y", "z"}
+
+
+async def test_status_is_pushed_on_connect(server: WiloServer, control: Control) -> None:
+    async with connect(ws_url(server)) as ws:
+        first = json.loads(await ws.recv())
+    assert first["type"] == "status" and "request_id" not in first
+    assert first["data"] == control.status_data()
+    for key in ("connected", "running", "paused", "sampling_rate", "total_samples", "csv_files"):
+        assert key in first["data"]
+
+
+async def test_get_status_echoes_request_id(client: Client, control: Control) -> None:
+    reply = await client.request("get_status")
+    assert reply["type"] == "status" and reply["request_id"].startswith("r")
+    assert reply["data"]["csv_files"] == 5
+    await client.ws.send(json.dumps({"command": "get_status", "request_id": 42}))
+    assert (await client.reply_to(42))["data"] == control.status_data()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("command", "running", "paused"),
+    [
+        ("stop_collection", False, False),
+        ("start_collection", True, False),
+        ("pause_collection", True, True),
+        ("resume_collection", True, False),
+    ],
+)
+async def test_control_commands_reply_status_and_push_it_to_others(
+    server: WiloServer, control: Control, command: str, running: bool, paused: bool
+) -> None:
+    if command == "resume_collection":
+        control.paused = True
+    async with connect(ws_url(server)) as ws_a, connect(ws_url(server)) as ws_b:
+        a, b = Client(ws_a), Client(ws_b)
+        await a.next_push("status")
+        await b.next_push("status")
+        reply = await a.request(command)
+        assert control.calls == [command]
+        assert reply["type"] == "status"
+        assert (reply["data"]["running"], reply["data"]["paused"]) == (running, paused)
+        pushed = await b.next_push("status")
+        assert pushed["data"] == reply["data"]
+
+
+async def test_file_list_is_newest_first_and_structure_is_nested(
+    client: Client, store: Store
+) -> None:
+    reply = await client.request("get_file_list")
+    files = reply["files"]
+    assert files == store.file_list() and len(files) == 5
+    assert files == sorted(files, reverse=True)
+    assert files[0] == "2026/11/Week_4/27/152210.csv"
+    structure = (await client.request("get_folder_structure"))["structure"]
+    day = structure["2026"]["11"]["Week_4"]["27"]
+    assert sorted(entry["path"] for entry in day) == sorted(files)
+    assert set(day[0]) >= {"filename", "path", "size", "modified"}
+    assert day[0]["modified"].endswith("Z")
+
+
+async def test_csv_data_echoes_the_filename_and_decimates(client: Client, store: Store) -> None:
+    name = store.file_list()[-1]
+    full = await client.request("get_csv_data", filename=name, max_points=5000)
+    assert full["type"] == "csv_data" and full["filename"] == name
+    assert len(full["data"]) == 1600  # one 2 s segment at 800 Hz
+    assert set(full["data"][0]) == SEGMENT_KEYS
+    hhmmss = name.rsplit("/", 1)[1][:6]
+    clock = f"{hhmmss[:2]}:{hhmmss[2:4]}:{hhmmss[4:]}"
+    assert full["data"][0]["timestamp"] == f"2026-11-27T{clock}.000000Z"
+    small = await client.request("get_csv_data", filename=name)
+    assert len(small["data"]) <= 1000
+    # min/max decimation keeps the peaks of the full file
+    peak = max(row["acceleration"] for row in full["data"])
+    assert max(row["acceleration"] for row in small["data"]) == peak
+
+
+async def test_recent_data_is_time_ordered_with_file_count(client: Client) -> None:
+    reply = await client.request("get_recent_data")
+    rows = reply["data"]
+    assert reply["file_count"] == 5 and 0 < len(rows) <= 3000
+    stamps = [row["timestamp"] for row in rows]
+    assert stamps == sorted(stamps) and all(s.endswith("Z") for s in stamps)
+    short = await client.request("get_recent_data", seconds=1, max_points=100)
+    assert 0 < len(short["data"]) <= 100
+    assert short["data"][0]["timestamp"] >= "2026-11-27T15:22:09"
+
+
+async def test_new_file_is_pushed_to_clients(
+    server: WiloServer, client: Client, feed: DataFeed, store: Store
+) -> None:
+    store._on_new_file = server.notify_new_file  # the wiring service.py does
+    await client.next_push("status")
+    feed.seconds(2)
+    pushed = await client.next_push("new_file")
+    assert pushed["filename"] in store.file_list()
+    assert pushed["total_files"] == len(store.file_list())
+
+
+async def test_status_is_pushed_periodically(make_server: Any, feed: DataFeed) -> None:
+    server = await make_server(status_interval_seconds=0.5)
+    async with connect(ws_url(server)) as ws:
+        client = Client(ws)
+        for _ in range(3):  # the one on connect, then at least two timed ones
+            await client.next_push("status")
+
+
+async def test_dashboard_session_replay_ends_in_a_valid_zip(
+    server: WiloServer, store: Store, data_dir: Path
+) -> None:
+    async with connect(ws_url(server)) as ws:
+        dash = Client(ws)
+        # the dashboard sends both on open, without waiting in between
+        status_id, files_id = await dash.send("get_status"), await dash.send("get_file_list")
+        status, files = await dash.reply_to(status_id), await dash.reply_to(files_id)
+        assert status["type"] == "status" and files["type"] == "file_list"
+        recent = await dash.request("get_recent_data")
+        assert recent["type"] == "recent_data" and recent["data"]
+        structure = await dash.request("get_folder_structure")
+        assert structure["type"] == "folder_structure"
+        chosen = files["files"][2]
+        csv = await dash.request("get_csv_data", filename=chosen)
+        assert csv["filename"] == chosen and csv["data"]
+        export = await dash.request("export_all_csv_zip")
+    assert export["type"] == "zip_export", export
+    assert export["file_count"] == len(store.file_list())
+    assert export["download_url"] == f"http://127.0.0.1:{server.port}/exports/{export['filename']}"
+    status_code, headers, body = await http_get(
+        server.port or 0, export["download_url"].split(str(server.port), 1)[1]
+    )
+    assert status_code == 200
+    assert headers["content-disposition"].startswith("attachment;")
+    assert headers["content-type"] == "application/zip"
+    assert int(headers["content-length"]) == len(body)
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert archive.testzip() is None
+        names = set(archive.namelist())
+        for relative in store.file_list():
+            assert relative in names or f"readings/{relative}" in names
+            member = relative if relative in names else f"readings/{relative}"
+            assert archive.read(member) == (data_dir / "readings" / relative).read_bytes()
+        assert any(name.endswith("README.txt") for name in names)
+
+
+async def test_download_url_follows_the_host_the_client_used(server: WiloServer) -> None:
+    async with connect(ws_url(server, host="localhost")) as ws:
+        reply = await Client(ws).request("export_all_csv_zip")
+    assert reply["download_url"].startswith(f"http://localhost:{server.port}/exports/")
+
+
+async def test_second_export_while_one_runs_is_refused(
+    server: WiloServer, client: Client, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    real_export = store.export_zip
+
+    def slow_export() -> Any:
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
+        return real_export()
+
+    monkeypatch.setattr(store, "export_zip", slow_export)
+    await client.ws.send(json.dumps({"command": "export_all_csv_zip", "request_id": "first"}))
+    await asyncio.sleep(0.05)  # let the first export take the only slot
+    second = await client.request("export_all_csv_zip")
+    assert second["type"] == "zip_export" and "already running" in second["error"]
+    release.set()
+    first = await client.reply_to("first")
+    assert "download_url" in first
+
+
+async def test_live_subscribe_and_unsubscribe(server: WiloServer, client: Client) -> None:
+    reply = await client.request("subscribe_live", max_rate_hz=100)
+    assert reply["type"] == "live_subscribed" and reply["rate_hz"] == 100.0
+    for k in range(10):
+        server.publish(_batch(k))
+    frame = await client.next_push("live_data")
+    assert frame["seq"] == 1 and frame["bucket_samples"] == 16
+    gone = await client.request("unsubscribe_live")
+    assert gone["type"] == "live_unsubscribed" and gone["frames_dropped"] == 0
+
+
+def _batch(k: int) -> Any:
+    from .conftest import synthetic_batch
+
+    return synthetic_batch(k * 40)
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        ("{oops", "invalid JSON"),
+        ("[1,2,3]", "must be a JSON object"),
+        ('"hello"', "must be a JSON object"),
+        ("{}", "missing field 'command'"),
+        ('{"command": 7}', "command must be a string"),
+        ('{"command": "rm_rf"}', "unknown command"),
+        ('{"command": "get_csv_data"}', "needs a 'filename'"),
+        ('{"command": "get_csv_data", "filename": 5}', "must be a string"),
+        ('{"command": "get_recent_data", "seconds": "all"}', "seconds"),
+        ('{"command": "get_recent_data", "max_points": -3}', "max_points"),
+        ('{"command": "get_csv_data", "filename": "../secret.txt"}', "climbs out"),
+        ('{"command": "get_csv_data", "filename": "/etc/passwd"}', "absolute"),
+        ('{"command": "get_csv_data", "filename": "2026/11/Week_4/27/1522\\u0000.csv"}', "NUL"),
+        ('{"command": "get_csv_data", "filename": "2026\\\\11\\\\x.csv"}', "backslash"),
+        (
+            '{"command": "get_csv_data", "filename": "2026/11/Week_4/27/000000.csv"}',
+            "not a retained",
+        ),
+    ],
+)
+async def test_bad_input_gets_an_error_and_the_connection_stays_up(
+    client: Client, frame: str, expected: str
+) -> None:
+    await client.send_raw(frame)
+    error = await client.next_push("error")
+    assert expected in error["message"], error
+    assert (await client.request("get_status"))["type"] == "status"
+
+
+async def test_binary_frame_that_is_not_utf8_is_an_error(client: Client) -> None:
+    await client.send_raw(b"\xff\x00\xfe")
+    assert "UTF-8" in (await client.next_push("error"))["message"]
+    assert (await client.request("get_status"))["type"] == "status"
+
+
+async def test_errors_for_a_request_carry_its_request_id(client: Client) -> None:
+    reply = await client.request("get_csv_data", filename="../../etc/passwd")
+    assert reply["type"] == "error" and "climbs out" in reply["message"]
+
+
+async def test_symlink_out_of_readings_is_refused(
+    client: Client, store: Store, data_dir: Path
+) -> None:
+    secret = data_dir / "secret.txt"
+    secret.write_text(
+        "timestamp,x,y,z,acceleration\n2026-11-27T15:22:00.000000Z,1,2,3,4242.424242\n"
+    )
+    victim = store.file_list()[-1]
+    target = data_dir / "readings" / victim
+    target.unlink()
+    target.symlink_to(secret)
+    reply = await client.request("get_csv_data", filename=victim)
+    assert reply["type"] == "error" and "4242" not in json.dumps(reply)
+
+
+async def test_a_secret_beside_readings_is_never_read(
+    server: WiloServer, client: Client, data_dir: Path, store: Store
+) -> None:
+    marker = "4242.424242"
+    secret = data_dir / "secret.txt"
+    secret.write_text(f"timestamp,x,y,z,acceleration\n2026-11-27T15:22:00.000000Z,1,2,3,{marker}\n")
+    day = data_dir / "readings/2026/11/Week_4/27"
+    (day / "235959.csv").symlink_to(secret)  # a planted, well-named link to it
+    attempts = [
+        "../secret.txt",
+        "../../secret.txt",
+        "2026/../../secret.txt",
+        str(secret),
+        "2026/11/Week_4/27/235959.csv",
+        "2026/11/Week_4/27/../../../../../secret.txt",
+        "secret.txt",
+        "2026%2F..%2F..%2Fsecret.txt",
+    ]
+    replies = [await client.request("get_csv_data", filename=name) for name in attempts]
+    replies += [await client.request("get_file_list"), await client.request("get_folder_structure")]
+    replies += [await client.request("get_recent_data")]
+    for reply in replies:
+        assert marker not in json.dumps(reply)
+    assert all(r["type"] == "error" for r in replies[: len(attempts)])
+    for path in [
+        "/exports/../secret.txt",
+        "/exports/%2e%2e%2fsecret.txt",
+        "/exports/secret.txt",
+        "/../secret.txt",
+        "/readings/../secret.txt",
+    ]:
+        status_code, _, body = await http_get(server.port or 0, path)
+        assert status_code == 404 and marker.encode() not in body
+
+
+async def test_oversized_frame_closes_1009_and_others_go_on(
+    make_server: Any,
+) -> None:
+    server = await make_server(max_frame_bytes=2048)
+    async with connect(ws_url(server)) as big, connect(ws_url(server)) as other:
+        await big.send(json.dumps({"command": "get_status", "pad": "x" * 4096}))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await big.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        assert (await Client(other).request("get_status"))["type"] == "status"
+
+
+async def test_request_flood_is_rate_limited_and_others_are_served(
+    make_server: Any,
+) -> None:
+    server = await make_server(max_requests_per_second=50.0)
+    async with connect(ws_url(server)) as flood_ws, connect(ws_url(server)) as calm_ws:
+        flood, calm = Client(flood_ws), Client(calm_ws)
+        frames = [json.dumps({"command": "get_status", "request_id": i}) for i in range(1000)]
+
+        async def send_all() -> None:
+            for text in frames:
+                await flood_ws.send(text)
+
+        sender = asyncio.create_task(send_all())
+        replies: dict[int, dict[str, Any]] = {}
+        async with asyncio.timeout(30):
+            while len(replies) < 1000:
+                message = json.loads(await flood_ws.recv())
+                if "request_id" in message:
+                    replies[message["request_id"]] = message
+                if len(replies) == 500:
+                    # mid-flood, another client is still answered
+                    assert (await calm.request("get_file_list"))["type"] == "file_list"
+        await sender
+        limited = [r for r in replies.values() if r["type"] == "error"]
+        assert all("rate limited" in r["message"] for r in limited)
+        assert len(limited) >= 800
+        assert server.counters.rate_limited_total == len(limited)
+        await asyncio.sleep(0.1)  # the budget refills
+        assert (await flood.request("get_status"))["type"] == "status"
+
+
+async def test_200_simultaneous_connections_hit_max_clients_cleanly(
+    make_server: Any,
+) -> None:
+    server = await make_server(max_clients=64)
+    async with connect(ws_url(server)) as first:
+        results = await asyncio.gather(
+            *(connect(ws_url(server), open_timeout=20) for _ in range(200)),
+            return_exceptions=True,
+        )
+        opened = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, InvalidStatus)]
+        assert len(refused) + len(opened) == 200
+        assert len(opened) == 63
+        assert all(r.response.status_code == 503 for r in refused)
+        assert b"max_clients" in refused[0].response.body
+        assert (await Client(first).request("get_status"))["type"] == "status"
+        assert (await Client(opened[-1]).request("get_file_list"))["type"] == "file_list"
+        await asyncio.gather(*(ws.close() for ws in opened))
+
+    async def reconnect() -> str:
+        async with connect(ws_url(server)) as again:
+            return str((await Client(again).request("get_status"))["type"])
+
+    assert await reconnect() == "status"
+    assert server.counters.connections_rejected["max_clients"] == 137
+
+
+async def test_healthz_follows_the_service_health(server: WiloServer, control: Control) -> None:
+    status_code, headers, body = await http_get(server.port or 0, "/healthz")
+    assert status_code == 200 and json.loads(body) == {"status": "ok"}
+    assert headers["content-type"] == "application/json"
+    control.healthy = (False, "sampler not alive")
+    status_code, _, body = await http_get(server.port or 0, "/healthz")
+    assert status_code == 503
+    assert json.loads(body) == {"status": "unhealthy", "reason": "sampler not alive"}
+
+
+async def test_metrics_and_unknown_paths(server: WiloServer, client: Client) -> None:
+    await client.request("get_status")
+    status_code, headers, body = await http_get(server.port or 0, "/metrics")
+    assert status_code == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = body.decode()
+    assert "wilo_ws_clients 1" in text
+    assert 'wilo_samples_lost_total{cause="fifo_overflow"} 0' in text
+    assert "wilo_storage_free_bytes" in text and "wilo_live_frames_dropped_total 0" in text
+    assert (await http_get(server.port or 0, "/nope"))[0] == 404
+    assert (await http_get(server.port or 0, "/exports/readings_nope.zip"))[0] == 404
