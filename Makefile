@@ -92,3 +92,7 @@ dist: install ## wheel + wheelhouse for the target (DIST_PLATFORM=aarch64|x86_64
 deploy: dist ## make dist + the deploy playbook (INVENTORY=, PLAYBOOK=, LIMIT= to override)
 	ANSIBLE_CONFIG=$(abspath ansible/ansible.cfg) $(BIN)/ansible-playbook -i $(INVENTORY) $(PLAYBOOK) \
 	  -e wilo_backend_dist_dir=$(abspath $(DIST_DIR)) $(if $(LIMIT),--limit $(LIMIT))
+
+.PHONY: browser
+browser: ## Debian's chromium for the live-page browser test (Playwright's own browser download fails here)
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
