@@ -1,0 +1,243 @@
+"""Wires sampler → store → server together; systemd readiness, watchdog and clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from wilo_backend import __version__
+from wilo_backend.config import Config
+from wilo_backend.model import SampleBatch, SamplerStats
+from wilo_backend.sampler.process import Sampler
+from wilo_backend.sdnotify import Notifier
+from wilo_backend.server.app import WiloServer
+from wilo_backend.store.store import Store
+
+log = logging.getLogger("wilo_backend.service")
+
+# How long the pump waits for a batch before it ticks the store anyway.
+PUMP_WAIT_SECONDS = 0.05
+# A dead sampler is restarted after this pause; the watchdog stays silent meanwhile.
+SAMPLER_RESTART_SECONDS = 2.0
+
+
+class Service:
+    """The running appliance; implements model.ServiceControl for the server."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sampler = Sampler(config.sensor, config.sampler)
+        self.store = Store(config.storage, on_new_file=self._on_new_file)
+        self.server = WiloServer(config.server, self.store, self)
+        self._collecting = True
+        self._paused = False
+        self._state_lock = threading.Lock()
+        self._stop_pump = threading.Event()
+        self._pump_thread: threading.Thread | None = None
+        self._pump_error = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sampler_restarts = 0
+        self._samples_stored = 0
+        self.port: int | None = None
+
+    # --- ServiceControl -------------------------------------------------------------------
+
+    def start_collection(self) -> None:
+        with self._state_lock:
+            self._collecting, self._paused = True, False
+        log.info("collection started")
+
+    def stop_collection(self) -> None:
+        with self._state_lock:
+            self._collecting, self._paused = False, False
+        self.store.close_segment()
+        log.info("collection stopped; open segment closed")
+
+    def pause_collection(self) -> None:
+        with self._state_lock:
+            self._paused = True
+        log.info("collection paused")
+
+    def resume_collection(self) -> None:
+        with self._state_lock:
+            self._paused = False
+        log.info("collection resumed")
+
+    def sampler_stats(self) -> SamplerStats:
+        return self.sampler.stats()
+
+    def status_data(self) -> dict[str, Any]:
+        stats = self.sampler.stats()
+        storage = self.store.status()
+        with self._state_lock:
+            running, paused = self._collecting, self._paused
+        return {
+            "connected": stats.connected,
+            "running": running,
+            "paused": paused,
+            "sampling_rate": round(stats.rate_hz, 3),
+            "total_samples": stats.samples,
+            "csv_files": storage.file_count,
+            "latest_file": storage.latest_file,
+            "samples_stored": self._samples_stored,
+            "version": __version__,
+            "sampler": {
+                "alive": stats.alive,
+                "mode": stats.mode,
+                "lost_samples": stats.lost,
+                "lost_overflow": stats.lost_overflow,
+                "lost_missed_deadlines": stats.lost_missed_deadlines,
+                "lost_handoff": stats.lost_handoff,
+                "i2c_errors": stats.i2c_errors,
+                "reconnects": stats.reconnects,
+                "fifo_resets": stats.fifo_resets,
+                "clock_error_ppm": stats.clock_error_ppm,
+                "deviation_us_p99": stats.deviation_us_p99,
+                "realtime": stats.realtime,
+                "cpu": stats.cpu,
+                "restarts": self._sampler_restarts,
+                "last_error": stats.last_error,
+            },
+            "storage": {
+                "state": "ok" if storage.healthy else "degraded",
+                "error": storage.error,
+                "bytes_retained": storage.bytes_retained,
+                "free_bytes": storage.free_bytes,
+                "clock_steps": storage.clock_steps,
+            },
+        }
+
+    def health(self) -> tuple[bool, str]:
+        stats = self.sampler.stats()
+        if not stats.alive:
+            return False, "sampler process not running"
+        if not stats.connected:
+            return False, f"sensor not connected: {stats.last_error or 'no data'}"
+        if self._pump_error:
+            return False, f"pump: {self._pump_error}"
+        storage = self.store.status()
+        if not storage.healthy:
+            return False, f"storage degraded: {storage.error}"
+        return True, "ok"
+
+    # --- wiring ----------------------------------------------------------------------------
+
+    def _on_new_file(self, filename: str, total_files: int) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.server.notify_new_file, filename, total_files)
+
+    def _publish(self, batch: SampleBatch) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.server.publish, batch)
+
+    def _pump(self) -> None:
+        """Moves batches from the sampler to the store and the live stream; never blocks sampling.
+
+        Runs in its own thread so that fdatasync and eviction never stall the event loop.
+        """
+        dead_since: float | None = None
+        while not self._stop_pump.is_set():
+            try:
+                batches = self.sampler.read(PUMP_WAIT_SECONDS)
+                with self._state_lock:
+                    keep = self._collecting and not self._paused
+                if keep:
+                    for batch in batches:
+                        self.store.append(batch)
+                        self._samples_stored += len(batch)
+                        self._publish(batch)
+                self.store.tick()
+                self._pump_error = ""
+                if self.sampler.is_alive():
+                    dead_since = None
+                elif dead_since is None:
+                    dead_since = time.monotonic()
+                    log.error("sampler process died; restarting in %.0f s", SAMPLER_RESTART_SECONDS)
+                elif time.monotonic() - dead_since >= SAMPLER_RESTART_SECONDS:
+                    self._sampler_restarts += 1
+                    self.sampler.stop()
+                    self.sampler = Sampler(self.config.sensor, self.config.sampler)
+                    self.sampler.start()
+                    dead_since = None
+            except Exception as exc:  # the pump must outlive any one bad batch or I/O error
+                self._pump_error = f"{type(exc).__name__}: {exc}"
+                log.exception("pump error; continuing")
+                self._stop_pump.wait(0.5)
+
+    async def _watchdog(self, notifier: Notifier) -> None:
+        assert notifier.watchdog_seconds is not None
+        interval = notifier.watchdog_seconds / 3
+        while True:
+            # Only a live sampler earns a ping: a hung acquisition must get us restarted.
+            if self.sampler.is_alive() and self._pump_thread and self._pump_thread.is_alive():
+                notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Start everything, wait for `stop`, then shut down in reverse order."""
+        self._loop = asyncio.get_running_loop()
+        notifier = Notifier()
+        await asyncio.to_thread(self.store.open)
+        self.sampler.start()
+        self._pump_thread = threading.Thread(target=self._pump, name="pump", daemon=True)
+        self._pump_thread.start()
+        watchdog_task: asyncio.Task[None] | None = None
+        try:
+            self.port = await self.server.start()
+            log.info(
+                "wilo-backend %s up: sensor=%s mode=%s, data in %s, listening on %s:%d",
+                __version__,
+                self.config.sensor.driver,
+                self.config.sensor.mode,
+                self.config.storage.data_dir,
+                self.config.server.host,
+                self.port,
+            )
+            notifier.ready(f"sampling, serving on port {self.port}")
+            if notifier.watchdog_seconds:
+                watchdog_task = asyncio.create_task(self._watchdog(notifier))
+            await stop.wait()
+        finally:
+            notifier.stopping()
+            log.info("shutting down: final flush")
+            if watchdog_task is not None:
+                watchdog_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog_task
+            await self.server.stop()
+            self._stop_pump.set()
+            await asyncio.to_thread(self._pump_thread.join, 10)
+            await asyncio.to_thread(self.sampler.stop)
+            await asyncio.to_thread(self.store.close)
+            notifier.close()
+            log.info("stopped cleanly")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Run the service until SIGTERM/SIGINT (or until `stop` is set)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await Service(config).run(stop)
+
+
+def run_service(config: Config) -> int:
+    """Entry point of `wilo-backend run`."""
+    _configure_logging(config.log.level)
+    asyncio.run(serve(config))
+    return 0

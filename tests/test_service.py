@@ -1,0 +1,152 @@
+"""End to end: the real `wilo-backend run` process, simulated sensor, a real client, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+LISTENING = re.compile(r"listening on [^ ]+:(\d+)")
+
+
+class RunningService:
+    def __init__(self, process: subprocess.Popen[str], port: int, log_path: Path) -> None:
+        self.process = process
+        self.port = port
+        self.log_path = log_path
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def request(self, command: str, **fields: object) -> dict[str, object]:
+        with connect(self.url, open_timeout=5) as ws:
+            ws.send(json.dumps({"command": command, "request_id": "t", **fields}))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                reply = json.loads(ws.recv(timeout=10))
+                if reply.get("request_id") == "t":
+                    return dict(reply)
+        raise AssertionError(f"no reply to {command}")
+
+
+def start_service(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> RunningService:
+    log_path = tmp_path / "service.log"
+    environ = {
+        **os.environ,
+        "WILO_STORAGE_FSYNC": "false",
+        "WILO_SAMPLER_RT_PRIORITY": "0",
+        "WILO_SAMPLER_CPU": "none",
+        **(env or {}),
+    }
+    command = [sys.executable, "-m", "wilo_backend.cli", "run", "--data-dir", str(tmp_path)]
+    command += ["--host", "127.0.0.1", "--port", "0", *extra]
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=environ, text=True
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        match = LISTENING.search(log_path.read_text())
+        if match:
+            return RunningService(process, int(match.group(1)), log_path)
+        if process.poll() is not None:
+            raise AssertionError("service exited early:\n" + log_path.read_text())
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError("service did not start:\n" + log_path.read_text())
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[RunningService]:
+    running = start_service(tmp_path, "--sensor", "sim")
+    yield running
+    if running.process.poll() is None:
+        running.process.kill()
+        running.process.wait()
+
+
+def wait_for(predicate: object, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_runs_stores_serves_and_stops_cleanly(service: RunningService, tmp_path: Path) -> None:
+    first = service.request("get_status")
+    assert first["type"] == "status"
+    data = first["data"]
+    assert isinstance(data, dict)
+    assert {"connected", "running", "paused", "sampling_rate", "total_samples"} <= data.keys()
+    assert {"csv_files", "latest_file"} <= data.keys()
+
+    def samples() -> int:
+        status = service.request("get_status")["data"]
+        assert isinstance(status, dict)
+        return int(status["total_samples"])
+
+    before = samples()
+    wait_for(lambda: samples() > before + 800)
+    readings = tmp_path / "readings"
+    wait_for(lambda: any(readings.rglob("*.csv")) and (readings / "aggregate_data.csv").exists())
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.port}/healthz", timeout=5) as reply:
+        assert reply.status == 200
+
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(timeout=30) == 0, service.log()
+    assert "stopped cleanly" in service.log()
+
+    # After a clean stop the aggregate is exactly header + every retained segment.
+    segments = sorted(p for p in readings.rglob("*.csv") if p.name != "aggregate_data.csv")
+    assert segments
+    header = "timestamp,x,y,z,acceleration\n"
+    body = "".join(p.read_text().removeprefix(header) for p in segments)
+    assert (readings / "aggregate_data.csv").read_text() == header + body
+    rows = body.splitlines()
+    assert len(rows) >= 800
+    assert all(row.count(",") == 4 and row[:4].isdigit() for row in rows)
+
+
+def test_missing_sensor_keeps_serving_and_never_falls_back(tmp_path: Path) -> None:
+    running = start_service(tmp_path, "--sensor", "mpu6050", env={"WILO_SENSOR_I2C_BUS": "250"})
+    try:
+        reply = running.request("get_status")
+        data = reply["data"]
+        assert isinstance(data, dict)
+        assert data["connected"] is False
+        assert data["total_samples"] == 0
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{running.port}/healthz", timeout=5)
+            raise AssertionError("healthz must not be 200 without a sensor")
+        except urllib.error.HTTPError as exc:
+            assert exc.code == 503
+        wait_for(lambda: "i2c" in running.log().lower())
+    finally:
+        running.process.send_signal(signal.SIGINT)
+        assert running.process.wait(timeout=30) == 0, running.log()
+    assert not any((tmp_path / "readings").rglob("??????.csv"))
+
+
+def test_main_shim_runs_like_the_seed() -> None:
+    shim = Path(__file__).resolve().parent.parent / "backend" / "main.py"
+    result = subprocess.run(
+        [sys.executable, str(shim), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert "--sensor" in result.stdout
