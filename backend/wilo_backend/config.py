@@ -244,12 +244,17 @@ def _parse_env_value(text: str, default: Any) -> Any:
         return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(
             text.strip().lower(), text
         )
-    for kind in (int, float):
-        if isinstance(default, kind) or (kind is int and isinstance(default, str)):
-            try:
-                return kind(text, 0) if kind is int else kind(text)  # type: ignore[call-arg]
-            except ValueError:
-                continue
+    # int(text, 0) accepts 0x68 for addresses; a str default (sampler.cpu) may also take a number.
+    if isinstance(default, int | str) and not isinstance(default, float):
+        try:
+            return int(text, 0)
+        except ValueError:
+            pass
+    if isinstance(default, float | int):
+        try:
+            return float(text)
+        except ValueError:
+            pass
     return text
 
 
