@@ -1,0 +1,247 @@
+"""The acquisition OS process: pinned, realtime when allowed, handing batches over shared memory."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from wilo_backend.config import SamplerConfig, SensorConfig
+from wilo_backend.model import OUTPUT_RATE_HZ, SampleBatch, SamplerStats
+from wilo_backend.sampler.acquire import Acquisition
+from wilo_backend.sampler.transport import RingReader, RingWriter, ring_bytes
+from wilo_backend.sensor.bus import Bus
+from wilo_backend.sensor.clock import MonotonicClock
+from wilo_backend.sensor.sim import SimMpu6050, SimSignal
+
+log = logging.getLogger("wilo_backend.sampler")
+
+ISOLATED_CPUS = Path("/sys/devices/system/cpu/isolated")
+HEARTBEAT_TIMEOUT_S = 2.0  # a child that has not looped for this long counts as hung
+STATS_INTERVAL_NS = 50_000_000
+PARENT_CHECK_NS = 100_000_000
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """'1,3-5' → [1, 3, 4, 5] (the kernel's cpulist format)."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        cpus.extend(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+def choose_cpu(setting: int | str, isolated_path: Path = ISOLATED_CPUS) -> int | None:
+    """sampler.cpu: a number, 'none', or 'auto' = the last isolated CPU (none if none isolated)."""
+    if isinstance(setting, int):
+        return setting
+    if setting == "none":
+        return None
+    try:
+        isolated = parse_cpu_list(isolated_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return isolated[-1] if isolated else None
+
+
+def _pin_and_prioritise(config: SamplerConfig) -> tuple[int | None, bool]:
+    cpu = choose_cpu(config.cpu)
+    if cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError as exc:
+            log.warning("cannot pin the sampler to CPU %d (%s); running unpinned", cpu, exc)
+            cpu = None
+    realtime = False
+    if config.rt_priority > 0:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(config.rt_priority))
+            realtime = True
+        except OSError as exc:
+            log.warning(
+                "SCHED_FIFO priority %d not permitted (%s); sampling at normal priority",
+                config.rt_priority,
+                exc,
+            )
+    return cpu, realtime
+
+
+def _bus_opener(sensor: SensorConfig) -> Callable[[], Bus]:
+    if sensor.driver == "sim":
+        sim = SimMpu6050(
+            MonotonicClock(),
+            SimSignal(
+                vibration_hz=sensor.sim.vibration_hz,
+                vibration_ms2=sensor.sim.vibration_ms2,
+                harmonics=sensor.sim.harmonics,
+                noise_ms2=sensor.sim.noise_ms2,
+            ),
+            address=sensor.address,
+            clock_error=sensor.sim.clock_error,
+            i2c_error_rate=sensor.sim.i2c_error_rate,
+        )
+        return lambda: sim
+
+    def open_smbus() -> Bus:
+        import smbus2  # only the real driver needs it
+
+        bus: Bus = smbus2.SMBus(sensor.i2c_bus)
+        return bus
+
+    return open_smbus
+
+
+def _acquisition_main(
+    sensor: SensorConfig,
+    config: SamplerConfig,
+    buffer: Any,
+    capacity: int,
+    notify: Connection,
+    parent_pid: int,
+    log_level: int,
+) -> None:
+    """Body of the child process. Runs until asked to stop, SIGTERM, or the parent is gone."""
+    logging.basicConfig(
+        stream=sys.stderr, level=log_level, format="%(levelname)s %(name)s: %(message)s"
+    )
+    stopping = False
+
+    def on_term(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    cpu, realtime = _pin_and_prioritise(config)
+    writer = RingWriter(buffer, capacity, notify.fileno())
+    clock = MonotonicClock()
+    acquisition = Acquisition(sensor, _bus_opener(sensor), clock)
+    acquisition.stats.cpu, acquisition.stats.realtime = cpu, realtime
+    log.info(
+        "sampler process %d started: driver %s, cpu %s, realtime %s",
+        os.getpid(),
+        sensor.driver,
+        "any" if cpu is None else cpu,
+        realtime,
+    )
+    last_stats = last_parent_check = 0
+    while not stopping and not writer.stop_requested:
+        for batch in acquisition.step():
+            writer.write(batch)
+        now = clock.now_ns()
+        writer.heartbeat(now)
+        if now - last_stats >= STATS_INTERVAL_NS:
+            writer.publish_stats(acquisition.stats)
+            last_stats = now
+        if now - last_parent_check >= PARENT_CHECK_NS:
+            last_parent_check = now
+            if os.getppid() != parent_pid:
+                log.warning("parent process %d is gone; sampler exits", parent_pid)
+                break
+    acquisition.stats.running = False
+    writer.publish_stats(acquisition.stats)
+
+
+class Sampler:
+    """The acquisition process as seen from the service: start, read batches, counters, stop."""
+
+    def __init__(self, sensor: SensorConfig, sampler: SamplerConfig) -> None:
+        self.sensor = sensor
+        self.config = sampler
+        self.capacity = max(1, round(sampler.buffer_seconds * OUTPUT_RATE_HZ))
+        self._context = multiprocessing.get_context("spawn")  # the parent has threads
+        self._buffer = self._context.RawArray("B", ring_bytes(self.capacity))
+        self._reader = RingReader(self._buffer, self.capacity)
+        self._process: BaseProcess | None = None
+        self._notify: Connection | None = None
+
+    def start(self) -> None:
+        if self._process is not None:
+            raise RuntimeError("sampler already started")
+        receive, send = self._context.Pipe(duplex=False)
+        self._process = self._context.Process(
+            target=_acquisition_main,
+            args=(
+                self.sensor,
+                self.config,
+                self._buffer,
+                self.capacity,
+                send,
+                os.getpid(),
+                logging.getLogger().getEffectiveLevel(),
+            ),
+            name="wilo-sampler",
+            daemon=True,
+        )
+        self._process.start()
+        send.close()  # the child holds the write end; EOF here means it is gone
+        self._notify = receive
+
+    def read(self, timeout_s: float) -> list[SampleBatch]:
+        """Batches that arrived since the last call, in order; waits up to `timeout_s` for some."""
+        if self._reader.pending == 0 and self._notify is not None and timeout_s > 0:
+            deadline = time.monotonic() + timeout_s
+            while self._reader.pending == 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._wait(remaining):
+                    break
+        return self._reader.read()
+
+    def _wait(self, timeout_s: float) -> bool:
+        """Wait for a wake-up byte; False when the child's end is closed (it exited)."""
+        assert self._notify is not None
+        if not self._notify.poll(timeout_s):
+            return True
+        try:
+            data = os.read(self._notify.fileno(), 4096)
+        except OSError:
+            return False
+        if not data:
+            time.sleep(min(timeout_s, 0.05))  # the child is gone; do not spin on EOF
+            return False
+        return True
+
+    def stats(self) -> SamplerStats:
+        stats = self._reader.stats()
+        stats.mode = (
+            f"fifo/{self.sensor.fifo_rate_mode}" if self.sensor.mode == "fifo" else "polled"
+        )
+        stats.alive = self.is_alive() and self._reader.heartbeat_age_s() < HEARTBEAT_TIMEOUT_S
+        if not self.is_alive():
+            stats.running = False
+        return stats
+
+    def is_alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the child to stop, then terminate, then kill; safe if never started or dead."""
+        process = self._process
+        if process is None:
+            return
+        self._reader.request_stop()
+        process.join(timeout_s)
+        if process.is_alive():
+            log.warning("sampler process did not stop in %.1f s; terminating", timeout_s)
+            process.terminate()
+            process.join(1.0)
+        if process.is_alive():
+            process.kill()
+            process.join(1.0)
+        if self._notify is not None:
+            self._notify.close()
+            self._notify = None
