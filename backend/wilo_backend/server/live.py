@@ -131,6 +131,10 @@ class LiveHub:
         self.counters = LiveCounters()
 
     @property
+    def pending_samples(self) -> int:
+        return self._pending_samples
+
+    @property
     def subscriber_count(self) -> int:
         return len(self._by_outbox)
 
