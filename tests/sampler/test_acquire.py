@@ -76,6 +76,8 @@ def test_clock_error_still_gives_800_per_host_second_over_60_s(error: float) -> 
     stamps = np.concatenate([b.t_ns for b in run.batches])
     span_s = (stamps[-1] - stamps[1000]) / SECOND
     assert (stamps.shape[0] - 1001) / span_s == pytest.approx(800.0, abs=0.01)
+    spacing = np.diff(stamps[1000:])
+    assert spacing.min() >= 1_248_000 and spacing.max() <= 1_252_000  # no refit jitter
 
 
 def test_i2c_error_bursts_are_counted_and_sampling_goes_on() -> None:

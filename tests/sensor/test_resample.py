@@ -6,24 +6,7 @@ import numpy as np
 import pytest
 
 from wilo_backend.sensor.resample import Resampler
-
-
-def spur_db(signal: np.ndarray, rate_hz: float, tone_hz: float) -> float:  # type: ignore[type-arg]
-    """Highest spectral line away from the tone, dB relative to the tone (Blackman-Harris)."""
-    n = signal.shape[0]
-    k = np.arange(n)
-    window = (
-        0.35875
-        - 0.48829 * np.cos(2 * np.pi * k / n)
-        + 0.14128 * np.cos(4 * np.pi * k / n)
-        - 0.01168 * np.cos(6 * np.pi * k / n)
-    )
-    spectrum = np.abs(np.fft.rfft((signal - signal.mean()) * window))
-    freqs = np.fft.rfftfreq(n, 1 / rate_hz)
-    tone = spectrum[np.argmin(np.abs(freqs - tone_hz))]
-    far = np.abs(freqs - tone_hz) > 2.0
-    far &= freqs > 1.0
-    return float(20 * np.log10(spectrum[far].max() / tone))
+from wilo_backend.sensor.spectrum import spur_db
 
 
 def _run(rate_in: float, seconds: float, tone_hz: float = 100.0, seed: int = 0):  # type: ignore[no-untyped-def]
@@ -92,3 +75,11 @@ def test_gap_in_input_skips_outputs_and_numbering_shows_it() -> None:
 def test_odd_taps_refused() -> None:
     with pytest.raises(ValueError, match="taps must be even"):
         Resampler(taps=31)
+
+
+def test_spur_figure_sees_a_spur() -> None:
+    t = np.arange(8000) / 800.0
+    clean = np.sin(2 * np.pi * 100.0 * t)
+    assert spur_db(clean, 800.0, 100.0) < -90.0
+    dirty = clean + 0.01 * np.sin(2 * np.pi * 230.0 * t)  # a line at −40 dB
+    assert spur_db(dirty, 800.0, 100.0) == pytest.approx(-40.0, abs=0.5)

@@ -14,6 +14,8 @@ from wilo_backend.sensor.timebase import Timebase
 
 STEP_NS = 1_000_000_000  # an offset change larger than this is a wall-clock step
 SLEW = 500e-6  # smaller changes are followed at most 500 µs per second, like adjtime
+SMOOTH_STEP_NS = 1_000.0  # sample times follow timebase refits by at most 1 µs per batch
+SMOOTH_LIMIT_NS = 1_000_000.0  # beyond 1 ms of disagreement the fit is taken as is
 
 
 class WallOffset:
@@ -77,6 +79,7 @@ class FifoStream:
         self.next_output = 0
         self._next_poll_ns = clock.now_ns() + poll_ns
         self._last_t_ns = -1
+        self._step = 1.0 if self.resampler is None else setup.sample_rate_hz / OUTPUT_RATE_HZ
         self._seen = (0, 0, 0)  # reader counters already copied into stats
 
     def step(self) -> list[SampleBatch]:
@@ -104,14 +107,37 @@ class FifoStream:
             positions = np.arange(first, first + xyz.shape[0], dtype=np.float64)
         if xyz.shape[0] == 0:
             return []
+        contiguous = first == self.next_output and self._last_t_ns >= 0
         if first > self.next_output:
             self.stats.lost_overflow += first - self.next_output
         self.next_output = first + xyz.shape[0]
-        t_ns = _monotonic(self.timebase.times_ns(positions), self._last_t_ns)
+        t_ns = self.timebase.times_ns(positions)
+        if contiguous:
+            t_ns = self._smooth(t_ns, positions)
+        t_ns = _monotonic(t_ns, self._last_t_ns)
         self._last_t_ns = int(t_ns[-1])
         self.stats.samples += xyz.shape[0]
         self.stats.clock_error_ppm = self.timebase.clock_error_ppm
         return [SampleBatch(self.output_base + first, t_ns + self.wall.update(), xyz)]
+
+    def _smooth(self, fitted_ns: Int64Array, positions: Float64Array) -> Int64Array:
+        """Continue the previous batch's time grid, following the fit by ≤ 1 µs per batch.
+
+        Each poll refits the timebase, which moves the line by a few µs; stamping every batch
+        from the fresh fit would put that jitter into the sample spacing. Outputs are uniform
+        in host time (the step is trimmed to the fitted rate), so the grid is continued and only
+        nudged toward the fit; a large disagreement (start-up, a reset) takes the fit as is.
+        """
+        step_inputs = positions[1] - positions[0] if positions.shape[0] > 1 else self._step
+        self._step = step_inputs
+        period_ns = step_inputs * 1e9 / self.timebase.rate_hz
+        grid = self._last_t_ns + period_ns * np.arange(1, positions.shape[0] + 1)
+        error_ns = float(np.mean(fitted_ns - grid))
+        if abs(error_ns) > SMOOTH_LIMIT_NS:
+            return fitted_ns
+        grid += max(-SMOOTH_STEP_NS, min(SMOOTH_STEP_NS, error_ns))
+        smoothed: Int64Array = np.rint(grid).astype(np.int64)
+        return smoothed
 
     def _sync_counters(self) -> None:
         counters = self.reader.counters

@@ -1,0 +1,170 @@
+"""Acquisition bench: rate, losses, deadline deviation, CPU and spurs per mode, idle and loaded."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import psutil
+
+from wilo_backend.config import SamplerConfig, SensorConfig, SimConfig
+from wilo_backend.model import OUTPUT_RATE_HZ, Float64Array
+from wilo_backend.sampler.process import Sampler
+from wilo_backend.sensor.spectrum import spur_db
+
+TONE_HZ = 100.0
+WARMUP_S = 1.5
+BURNERS = 2
+
+
+@dataclass(frozen=True)
+class Case:
+    label: str
+    mode: str
+    rate_mode: str
+    realtime: bool
+
+
+CASES = (
+    Case("fifo (1 kHz + resampler)", "fifo", "resample", True),
+    Case("fifo direct (8 kHz / 10)", "fifo", "direct", True),
+    Case("polled, SCHED_OTHER", "polled", "resample", False),
+    Case("polled, SCHED_FIFO 50", "polled", "resample", True),
+)
+
+
+@dataclass
+class Result:
+    case: Case
+    loaded: bool
+    seconds: float
+    rate_hz: float
+    delivered: int
+    lost_overflow: int
+    lost_missed: int
+    lost_handoff: int
+    missed_pct: float
+    p50_us: float
+    p99_us: float
+    max_us: float
+    cpu_pct: float
+    spur: float | None
+    realtime: bool
+    clock_error_ppm: float
+
+
+def _burners(count: int) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+def measure(case: Case, loaded: bool, seconds: float) -> Result:
+    """One run on the real clock: the sampler process with the simulated sensor fed a pure tone."""
+    sensor = SensorConfig(
+        driver="sim",
+        mode=case.mode,
+        fifo_rate_mode=case.rate_mode,
+        sim=SimConfig(vibration_hz=TONE_HZ, vibration_ms2=5.0, harmonics=0, noise_ms2=0.0),
+    )
+    sampler = Sampler(sensor, SamplerConfig(rt_priority=50 if case.realtime else 0))
+    burners = _burners(BURNERS) if loaded else []
+    sampler.start()
+    try:
+        child = psutil.Process(sampler.pid)
+        warm_until = time.monotonic() + WARMUP_S
+        while time.monotonic() < warm_until:
+            sampler.read(0.1)
+        start_stats = sampler.stats()
+        child.cpu_percent()
+        started = time.monotonic()
+        delivered = 0
+        xs: list[Float64Array] = []
+        firsts: list[tuple[int, int]] = []
+        while (now := time.monotonic()) < started + seconds:
+            for batch in sampler.read(0.1):
+                delivered += len(batch)
+                xs.append(batch.xyz[:, 0])
+                firsts.append((batch.first_index, len(batch)))
+        elapsed = now - started
+        cpu_pct = child.cpu_percent()
+        stats = sampler.stats()
+    finally:
+        sampler.stop()
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    contiguous = all(a + n == b for (a, n), (b, _) in itertools.pairwise(firsts))
+    spur = spur_db(np.concatenate(xs), OUTPUT_RATE_HZ, TONE_HZ) if xs and contiguous else None
+    missed = stats.lost_missed_deadlines - start_stats.lost_missed_deadlines
+    taken = stats.samples - start_stats.samples
+    return Result(
+        case=case,
+        loaded=loaded,
+        seconds=elapsed,
+        rate_hz=delivered / elapsed,
+        delivered=delivered,
+        lost_overflow=stats.lost_overflow,
+        lost_missed=stats.lost_missed_deadlines,
+        lost_handoff=stats.lost_handoff,
+        missed_pct=100.0 * missed / max(1, missed + taken),
+        p50_us=stats.deviation_us_p50,
+        p99_us=stats.deviation_us_p99,
+        max_us=stats.deviation_us_max,
+        cpu_pct=cpu_pct,
+        spur=spur,
+        realtime=stats.realtime,
+        clock_error_ppm=stats.clock_error_ppm,
+    )
+
+
+def _row(r: Result) -> str:
+    polled = r.case.mode == "polled"
+    deviation = f"{r.p50_us:.0f} / {r.p99_us:.0f} / {r.max_us:.0f}" if polled else "—"
+    missed = f"{r.missed_pct:.3f}" if polled else "—"
+    spur = "gaps" if r.spur is None else f"{r.spur:.1f}"
+    return (
+        f"| {r.case.label} | {'yes' if r.realtime else 'no'} | "
+        f"{'2 burners' if r.loaded else 'idle'} | {r.seconds:.0f} | {r.rate_hz:.2f} | "
+        f"{r.lost_overflow} / {r.lost_missed} / {r.lost_handoff} | {missed} | {deviation} | "
+        f"{r.cpu_pct:.1f} | {spur} |"
+    )
+
+
+def run(quick: bool) -> str:
+    """The markdown section for BENCHMARKS.md."""
+    results = []
+    for case in CASES:
+        seconds = 10.0 if quick else (60.0 if case.mode == "fifo" else 30.0)
+        for loaded in (False, True):
+            results.append(measure(case, loaded, seconds))
+            print(_row(results[-1]), flush=True)
+    lines = [
+        "## Acquisition",
+        "",
+        f"Simulated MPU-6050 (register level, real clock, 400 kHz bus timing) fed a pure "
+        f"{TONE_HZ:.0f} Hz sine, read by the real sampler process through its shared-memory "
+        f"hand-off; {WARMUP_S} s warm-up excluded. Load = {BURNERS} processes spinning "
+        f"`while True: pass` on this {os.cpu_count()}-CPU machine. Rate = samples delivered to "
+        "the parent per second of host time. Lost = overflow / missed deadlines / hand-off "
+        "(whole run). Deviation = how late each polled deadline was served, p50 / p99 / max µs. "
+        "CPU = the sampler process, % of one core. Spur = highest line away from the tone, dB "
+        "relative to it (Blackman-Harris window, whole run at 800 Hz).",
+        "",
+        "| mode | SCHED_FIFO | load | s | samples/s | lost ovf/miss/handoff | missed % "
+        "| deviation µs p50/p99/max | CPU % | spur dB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *(_row(r) for r in results),
+        "",
+        "Targets (SPEC §8): fifo 0 lost and ≤ 10 % CPU; polled with SCHED_FIFO p99 ≤ 50 µs and "
+        "≤ 0.1 % missed under load; fifo spurs ≤ −60 dB (direct mode is the comparison).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run("--quick" in sys.argv))
