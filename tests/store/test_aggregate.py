@@ -92,6 +92,7 @@ def test_aggregate_equals_retained_segments_after_every_step(
                 store.close_segment()
             else:
                 feeder.step_clock(float(amount))
+            assert store.wait_idle()
             assert aggregate_bytes(store) == segment_data(store)
             assert files_on_disk(store.readings_dir) == sorted(store.file_list())
             assert len(store.file_list()) <= max_files + 1  # + the one just started
@@ -114,13 +115,15 @@ def test_collapse_path_trims_in_place_and_fallback_rebuilds(
     store = Store(make_config(base, segment_seconds=1, max_files=3), monotonic=clock)
     store.open()
     Feeder(store, clock).feed(10)
+    assert store.wait_idle()
     assert len(store.file_list()) == 3
     assert aggregate_bytes(store) == segment_data(store)
     collapses, rebuilds = store.aggregate_stats
     if kind == "ext4":
         assert collapses == 7 and rebuilds == 0
     else:
-        assert collapses == 0 and rebuilds == 7
+        # background rewrites may take several evicted segments at once
+        assert collapses == 0 and 1 <= rebuilds <= 7 and store.evictions == 7
     store.close()
 
 

@@ -10,11 +10,13 @@ rebuild into a temporary file that is renamed over the aggregate.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 FALLOC_FL_COLLAPSE_RANGE = 0x08
@@ -99,11 +101,20 @@ class Aggregate:
         self.collapse_supported = True
         self.collapses = 0
         self.rebuilds = 0
+        self.bytes_appended = 0  # counted for the write-amplification figure
+        self.bytes_rebuilt = 0
 
     def open(self) -> None:
         self.collapse_supported = collapse_supported_in(self.path.parent)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.size = os.fstat(self.fd).st_size
+        self.drop_cache()
+
+    def drop_cache(self) -> None:
+        """Write back and forget the aggregate's cached pages (see append)."""
+        if self.fsync and self.size:
+            os.fdatasync(self.fd)
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -122,7 +133,12 @@ class Aggregate:
         except OSError:
             self.truncate(self.size)
             raise
+        if self.fsync:
+            # Nobody reads the aggregate back; keeping its ~300 MB in the page cache would make
+            # every COLLAPSE_RANGE drop (and the Pi hold) all those pages. Synced pages are clean.
+            os.posix_fadvise(self.fd, self.size, len(data), os.POSIX_FADV_DONTNEED)
         self.size += len(data)
+        self.bytes_appended += len(data)
 
     def truncate(self, size: int) -> None:
         """Cut the file to `size` (best effort on a failing disk: shrinking needs no space)."""
@@ -155,8 +171,9 @@ class Aggregate:
                 return False
             raise
         self.size -= data_bytes
+        # no sync here: if the header write is lost, start-up sees the data regions still
+        # matching the segments and rewrites the header (recovery.reconcile_aggregate)
         self.write_header()
-        self.sync()
         self.collapses += 1
         return True
 
@@ -165,10 +182,8 @@ class Aggregate:
 
         A crash leaves either the old file or the new one (plus a stray .tmp removed at start-up).
         """
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        tmp, fd = self._new_tmp()
         try:
-            pwrite_all(fd, self.header, 0)
             offset = len(self.header)
             for path, start, length in sources:
                 src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -177,14 +192,69 @@ class Aggregate:
                 finally:
                     os.close(src)
                 offset += length
-            os.ftruncate(fd, offset)
-            if self.fsync:
-                os.fsync(fd)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             raise
-        tmp.replace(self.path)
+        self._install(tmp, fd, offset)
+
+    def trim_copy(self, drop_bytes: int, end: int) -> TrimJob:
+        """First half of a background trim: a new file of header + this file's bytes from
+        after the dropped head up to `end` (no lock needed: that range no longer changes)."""
+        tmp, fd = self._new_tmp()
+        start = len(self.header) + drop_bytes
+        try:
+            copy_range(self.fd, fd, start, end - start, len(self.header))
+            if self.fsync:
+                os.fdatasync(fd)  # the bulk reaches the disk here, not under the writer's lock
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        return TrimJob(tmp, fd, start, end)
+
+    def trim_finish(self, job: TrimJob) -> None:
+        """Second half, under the writer's lock: copy what was appended meanwhile, swap files."""
+        try:
+            copy_range(
+                self.fd,
+                job.fd,
+                job.end,
+                self.size - job.end,
+                job.end - job.start + len(self.header),
+            )
+        except BaseException:
+            self.trim_abandon(job)
+            raise
+        self._install(job.tmp, job.fd, self.size - job.start + len(self.header))
+
+    def trim_abandon(self, job: TrimJob) -> None:
+        with contextlib.suppress(OSError):
+            os.close(job.fd)
+        job.tmp.unlink(missing_ok=True)
+
+    def _new_tmp(self) -> tuple[Path, int]:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            pwrite_all(fd, self.header, 0)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp, fd
+
+    def _install(self, tmp: Path, fd: int, size: int) -> None:
+        """fsync the new file, rename it over the aggregate, and continue appending to it."""
+        try:
+            os.ftruncate(fd, size)
+            if self.fsync:
+                os.fsync(fd)
+            tmp.replace(self.path)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
         if self.fsync:
             dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_CLOEXEC)
             try:
@@ -193,5 +263,17 @@ class Aggregate:
                 os.close(dir_fd)
         self.close()
         self.fd = fd
-        self.size = offset
+        self.size = size
         self.rebuilds += 1
+        self.bytes_rebuilt += size
+        self.drop_cache()
+
+
+@dataclass(frozen=True, slots=True)
+class TrimJob:
+    """A background trim in progress: the new file and the old file's range copied so far."""
+
+    tmp: Path
+    fd: int
+    start: int
+    end: int

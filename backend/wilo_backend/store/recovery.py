@@ -157,28 +157,28 @@ def reconcile_aggregate(agg: Aggregate, segments: list[SegmentExtent]) -> int:
         agg.truncate(0)
         agg.append(HEADER)
         return 0
-    total = header + sum(s.data_bytes for s in segments)
-    j = _first_mismatch(agg, segments, 0)
-    if j == len(segments) and agg.size == total:
+    skip = 0
+    if _first_mismatch(agg, segments, 0) == 0:
+        for k in range(1, len(segments)):
+            if _first_mismatch(agg, segments[k:], 0) > 0:
+                log.warning("aggregate: finishing an interrupted eviction of %d segment(s)", k)
+                skip = k
+                break
+    rest = segments[skip:]
+    j = _first_mismatch(agg, rest, 0)
+    if j == len(rest) and agg.size == header + sum(s.data_bytes for s in rest):
         if os.pread(agg.fd, header, 0) != HEADER:
             agg.write_header()
             agg.sync()
-        return 0
-    for k in range(1, len(segments)):
-        rest = header + sum(s.data_bytes for s in segments[k:])
-        if agg.size == rest and _first_mismatch(agg, segments[k:], 0) == len(segments) - k:
-            log.warning("aggregate: finishing an interrupted eviction of %d segment(s)", k)
-            agg.write_header()
-            agg.sync()
-            return k
+        return skip
     if j == 0:
         log.warning("aggregate: does not match the segments; rebuilding it")
-        agg.rebuild((s.path, header, s.data_bytes) for s in segments)
-        return 0
-    offset = header + sum(s.data_bytes for s in segments[:j])
-    log.warning("aggregate: re-appending %d segment(s) from byte %d", len(segments) - j, offset)
+        agg.rebuild((s.path, header, s.data_bytes) for s in rest)
+        return skip
+    offset = header + sum(s.data_bytes for s in rest[:j])
+    log.warning("aggregate: re-appending %d segment(s) from byte %d", len(rest) - j, offset)
     agg.truncate(offset)
-    for seg in segments[j:]:
+    for seg in rest[j:]:
         fd = os.open(seg.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             copy_range(fd, agg.fd, header, seg.data_bytes, agg.size)
@@ -188,4 +188,4 @@ def reconcile_aggregate(agg: Aggregate, segments: list[SegmentExtent]) -> int:
     os.ftruncate(agg.fd, agg.size)
     agg.write_header()
     os.fsync(agg.fd)
-    return 0
+    return skip

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 import zoneinfo
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 # While the disk refuses writes, keep at most this much unwritten data, then drop the oldest.
 PENDING_LIMIT_SECONDS = 120.0
+_TRIM_ERROR = "cannot trim the aggregate"
 RETRY_SECONDS = 5.0
 
 
@@ -97,6 +99,12 @@ class Store:
         self.rows_dropped = 0
         self.clock_steps = 0
         self.evictions = 0
+        self.eviction_seconds: deque[float] = deque(maxlen=1024)  # time on the writer's path
+        self.rebuild_seconds: deque[float] = deque(maxlen=1024)  # background rewrites
+        self._evicting: list[Segment] = []  # out of the index, still at the aggregate's head
+        self._rebuild_thread: threading.Thread | None = None
+        self._rebuild_failed_at = -1e18
+        self._idle = threading.Condition(self._lock)
         self.write_errors = 0
         self.bytes_written = 0
         self.committed_t_ns = 0  # newest sample time known to be on disk (segment + aggregate)
@@ -212,6 +220,7 @@ class Store:
     def close(self) -> None:
         """Final flush (SIGTERM); the aggregate is consistent afterwards."""
         self.close_segment()
+        self.wait_idle()
         with self._lock:
             for fd in self._open_fds.values():
                 with contextlib.suppress(OSError):
@@ -380,9 +389,11 @@ class Store:
             self.write_errors += 1
             self._degrade(str(exc))
             return
-        if self._error:
+        if self._error and not self._error.startswith(_TRIM_ERROR):
             log.warning("storage: writing again after: %s", self._error)
             self._error = ""
+        if self._evicting and self._rebuild_due():
+            self._start_rebuild()
         self._enforce_retention(extra=0)
 
     def _write_run(self, run: OpenRun) -> None:
@@ -443,30 +454,104 @@ class Store:
         while retention.excess_files(len(self._segments) + extra, self.config.max_files):
             if not self._evict_oldest(in_use):
                 return
-        while retention.below_floor(self._free_bytes(self.readings_dir), self.config.min_free_mb):
+        # (a background trim frees its space only when done: wait for it before evicting more)
+        while not self._evicting and retention.below_floor(
+            self._free_bytes(self.readings_dir), self.config.min_free_mb
+        ):
             if not self._evict_oldest(in_use):
                 return
 
     def _evict_oldest(self, in_use: set[str]) -> bool:
-        """Drop the oldest retained segment from the aggregate, then from disk."""
+        """Drop the oldest retained segment from the aggregate, then from disk.
+
+        O(1) by COLLAPSE_RANGE where possible; otherwise the segment leaves the index now and
+        a background thread rewrites the aggregate without it, deleting its file afterwards
+        (until then aggregate == header + the files on disk, which is what start-up checks).
+        """
         if not self._segments or self._segments[0].relative in in_use:
             return False
         seg = self._segments[0]
-        try:
-            if not (
-                self._aggregate.can_collapse(seg.data_bytes, self._block)
-                and self._aggregate.collapse_head(seg.data_bytes)
-            ):
-                header = len(HEADER)
-                self._aggregate.rebuild((s.path, header, s.data_bytes) for s in self._segments[1:])
-        except OSError as exc:
-            self._degrade(f"cannot trim the aggregate: {exc}")
+        started = time.perf_counter()
+        if (
+            not self._evicting
+            and self._aggregate.can_collapse(seg.data_bytes, self._block)
+            and self._collapse(seg)
+        ):
+            self._segments.pop(0)
+            self._by_relative.pop(seg.relative, None)
+            self._delete_segment_files(seg)
+            self.evictions += 1
+            self.eviction_seconds.append(time.perf_counter() - started)
+            return True
+        if self._error.startswith(_TRIM_ERROR) and not self._rebuild_due():
             return False
         self._segments.pop(0)
         self._by_relative.pop(seg.relative, None)
-        self._delete_segment_files(seg)
-        self.evictions += 1
+        self._evicting.append(seg)
+        self._start_rebuild()
+        self.eviction_seconds.append(time.perf_counter() - started)
         return True
+
+    def _collapse(self, seg: Segment) -> bool:
+        try:
+            return self._aggregate.collapse_head(seg.data_bytes)
+        except OSError as exc:
+            self._degrade(f"{_TRIM_ERROR}: {exc}")
+            return False
+
+    def _rebuild_due(self) -> bool:
+        return self._monotonic() - self._rebuild_failed_at >= RETRY_SECONDS
+
+    def _start_rebuild(self) -> None:
+        if self._rebuild_thread is not None or not self._evicting:
+            return
+        self._rebuild_thread = threading.Thread(
+            target=self._rebuild_worker, name="wilo-aggregate-rebuild", daemon=True
+        )
+        self._rebuild_thread.start()
+
+    def _rebuild_worker(self) -> None:
+        """Trim evicted segments off the aggregate by a streaming copy, off the writer's path."""
+        while True:
+            with self._lock:
+                batch = list(self._evicting)
+                if not batch or not self._opened:
+                    self._rebuild_thread = None
+                    self._idle.notify_all()
+                    return
+                drop_bytes = sum(s.data_bytes for s in batch)
+                end = self._aggregate.size
+            started = time.perf_counter()
+            try:
+                job = self._aggregate.trim_copy(drop_bytes, end)
+            except OSError as exc:
+                with self._lock:
+                    self._rebuild_failed(exc)
+                return
+            with self._lock:
+                try:
+                    self._aggregate.trim_finish(job)
+                except OSError as exc:
+                    self._rebuild_failed(exc)
+                    return
+                for seg in batch:
+                    self._delete_segment_files(seg)
+                    self._evicting.remove(seg)
+                    self.evictions += 1
+                self.rebuild_seconds.append(time.perf_counter() - started)
+                if self._error.startswith(_TRIM_ERROR):
+                    self._error = ""
+
+    def _rebuild_failed(self, exc: OSError) -> None:
+        self._degrade(f"{_TRIM_ERROR}: {exc}")
+        self._rebuild_failed_at = self._monotonic()
+        self._rebuild_thread = None
+        self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until no background aggregate rewrite is running (tests, shutdown)."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._rebuild_thread is None, timeout)
 
     def _delete_segment_files(self, seg: Segment) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -573,3 +658,8 @@ class Store:
     def aggregate_stats(self) -> tuple[int, int]:
         """(collapses, rebuilds) done since open."""
         return self._aggregate.collapses, self._aggregate.rebuilds
+
+    @property
+    def aggregate_bytes_written(self) -> tuple[int, int]:
+        """(bytes appended, bytes written by rebuilds) since open."""
+        return self._aggregate.bytes_appended, self._aggregate.bytes_rebuilt

@@ -206,8 +206,10 @@ class Summaries:
         points = rings[choice].all()
         if choice:
             # the still-open buckets of the chosen level come from the raw tail
+            bucket_s = (self.level_100ms, self.level_1s)[choice - 1].bucket_ns / NS_PER_S
+            tail_points = int(3 * bucket_s * OUTPUT_RATE_HZ) + 64
+            tail = self.raw.slice_total(self.raw.total - tail_points, self.raw.total)
             last = rings[choice].last_t()
-            tail = self.raw.all()
             if last is not None:
                 tail = tail[tail["t"] > last]
             points = np.concatenate((points, tail))
