@@ -50,14 +50,22 @@ def test_torn_rows_are_cut_and_the_segment_repadded(tmp_path: Path) -> None:
     again.close()
 
 
-def test_an_eviction_cut_short_after_the_collapse_is_finished(tmp_path: Path) -> None:
-    store, _ = _written_store(tmp_path, 35, segment_seconds=10)
+def _collapse_oldest(store: Store, *, header: bool) -> str:
+    """Do the first step(s) of an eviction by hand, as a crash would leave them."""
     oldest = store.file_list()[-1]
     data_bytes = (store.readings_dir / oldest).stat().st_size - len(HEADER)
-    # crash between the collapse and the header rewrite: the file still starts with old data
     fd = os.open(store.readings_dir / AGGREGATE_NAME, os.O_RDWR)
     collapse_range(fd, 0, data_bytes)
+    if header:
+        os.pwrite(fd, HEADER, 0)
     os.close(fd)
+    return oldest
+
+
+def test_an_eviction_cut_short_after_the_collapse_is_finished(tmp_path: Path) -> None:
+    store, _ = _written_store(tmp_path, 35, segment_seconds=10)
+    # crash between the collapse and the header rewrite: the file still starts with old data
+    oldest = _collapse_oldest(store, header=False)
     again = _reopen(tmp_path, segment_seconds=10)
     assert oldest not in again.file_list()
     assert not (again.readings_dir / oldest).exists()
@@ -68,12 +76,7 @@ def test_an_eviction_cut_short_after_the_collapse_is_finished(tmp_path: Path) ->
 
 def test_an_eviction_cut_short_before_the_unlink_is_finished(tmp_path: Path) -> None:
     store, _ = _written_store(tmp_path, 35, segment_seconds=10)
-    oldest = store.file_list()[-1]
-    data_bytes = (store.readings_dir / oldest).stat().st_size - len(HEADER)
-    fd = os.open(store.readings_dir / AGGREGATE_NAME, os.O_RDWR)
-    collapse_range(fd, 0, data_bytes)
-    os.pwrite(fd, HEADER, 0)
-    os.close(fd)
+    _collapse_oldest(store, header=True)
     again = _reopen(tmp_path, segment_seconds=10)
     assert again.file_list() == store.file_list()[:-1]
     _check_exact(again)

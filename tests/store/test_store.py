@@ -329,3 +329,20 @@ def test_batches_of_any_shape_and_zero_length(tmp_path: Path, open_store: OpenSt
     t, _, _ = parse_rows(_rows(store.readings_dir / store.file_list()[0]))
     assert t.shape[0] == 3200
     assert io.BytesIO(aggregate_bytes(store)).read(len(HEADER)) == HEADER
+
+
+def test_command_line_export_reads_the_tree_and_skips_a_half_written_row(
+    tmp_path: Path, open_store: OpenStore
+) -> None:
+    from wilo_backend.store.export import export_readings
+
+    store, feeder = open_store(tmp_path, segment_seconds=5)
+    feeder.feed(7)
+    newest = store.readings_dir / store.file_list()[0]
+    complete = newest.read_bytes()
+    with newest.open("ab") as f:
+        f.write(b"2026-11-27T15:22:07.0")  # a write in progress
+    result = export_readings(tmp_path, store.config)
+    with zipfile.ZipFile(result.path) as zf:
+        assert sorted(zf.namelist()) == sorted(["README.txt", *store.file_list()])
+        assert zf.read(store.file_list()[0]) == complete

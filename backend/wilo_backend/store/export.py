@@ -127,5 +127,15 @@ def export_readings(data_dir: Path, config: StorageConfig) -> ExportResult:
     segments = []
     for relative in scan_segment_files(readings):
         path = readings / relative
-        segments.append((relative, path, path.stat().st_size))
+        segments.append((relative, path, _whole_rows_size(path)))
     return write_export(data_dir, config, segments)
+
+
+def _whole_rows_size(path: Path) -> int:
+    """The file's length up to its last newline: a running service may be mid-write."""
+    with path.open("rb") as f:
+        size = f.seek(0, 2)
+        start = max(0, size - 65536)
+        f.seek(start)
+        tail = f.read()
+    return start + tail.rfind(b"\n") + 1
