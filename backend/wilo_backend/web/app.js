@@ -287,7 +287,9 @@ function drawTrend(points, seconds) {
   const width = canvas.width - pad.l - pad.r;
   const height = canvas.height - pad.t - pad.b;
   const now = Date.now();
-  const t0 = now - seconds * 1000;
+  // A short history fills the width instead of hugging the right edge of a long, empty span.
+  const first = points.length ? Date.parse(points[0].timestamp) : now;
+  const t0 = Math.max(now - seconds * 1000, Math.min(first, now - 60000));
   let top = state.limits[2] * 1.25;
   for (const p of points) top = Math.max(top, (p.vrms_mms_max || 0) * 1.1);
   const yOf = (v) => pad.t + height - (v / top) * height;
@@ -311,6 +313,10 @@ function drawTrend(points, seconds) {
     ctx.beginPath();
     points.forEach((p, k) => { if (k === 0) ctx.moveTo(xOf(p), yOf(p[key])); else ctx.lineTo(xOf(p), yOf(p[key])); });
     ctx.stroke();
+  }
+  if (points.length < 60) {
+    ctx.fillStyle = "#1f3f8f";
+    for (const p of points) { ctx.beginPath(); ctx.arc(xOf(p), yOf(p.vrms_mms), 2.5, 0, 2 * Math.PI); ctx.fill(); }
   }
 }
 
