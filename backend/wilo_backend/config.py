@@ -53,6 +53,12 @@ def _cpu(value: Any) -> str | None:
     return "must be 'auto', 'none' or a CPU number ≥ 0"
 
 
+def _fault_file(value: Any) -> str | None:
+    if value and not Path(value).is_absolute():
+        return "must be an absolute path (or empty for none)"
+    return None
+
+
 def _setting(default: Any, check: Check | None = None, doc: str = "") -> Any:
     return field(default=default, metadata={"check": check, "doc": doc})
 
@@ -69,6 +75,9 @@ class SimConfig:
         0.0, _between(-0.05, 0.05), "chip clock error, fraction (0.01 = +1 %)"
     )
     i2c_error_rate: float = _setting(0.0, _between(0.0, 1.0), "probability an I2C transfer fails")
+    fault_file: str = _setting(
+        "", _fault_file, "JSON fault schedule polled each second (soak tests; sensor/faults.py)"
+    )
 
 
 @dataclass(frozen=True)

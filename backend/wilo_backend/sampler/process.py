@@ -19,7 +19,8 @@ from wilo_backend.model import OUTPUT_RATE_HZ, SampleBatch, SamplerStats
 from wilo_backend.sampler.acquire import Acquisition
 from wilo_backend.sampler.transport import RingReader, RingWriter, ring_bytes
 from wilo_backend.sensor.bus import Bus
-from wilo_backend.sensor.clock import MonotonicClock
+from wilo_backend.sensor.clock import Clock, MonotonicClock
+from wilo_backend.sensor.faults import FaultClock, FaultPlan
 from wilo_backend.sensor.sim import SimMpu6050, SimSignal
 
 log = logging.getLogger("wilo_backend.sampler")
@@ -76,7 +77,7 @@ def _pin_and_prioritise(config: SamplerConfig) -> tuple[int | None, bool]:
     return cpu, realtime
 
 
-def _bus_opener(sensor: SensorConfig) -> Callable[[], Bus]:
+def _bus_opener(sensor: SensorConfig, faults: FaultPlan | None = None) -> Callable[[], Bus]:
     if sensor.driver == "sim":
         sim = SimMpu6050(
             MonotonicClock(),
@@ -89,6 +90,7 @@ def _bus_opener(sensor: SensorConfig) -> Callable[[], Bus]:
             address=sensor.address,
             clock_error=sensor.sim.clock_error,
             i2c_error_rate=sensor.sim.i2c_error_rate,
+            faults=faults,
         )
         return lambda: sim
 
@@ -124,8 +126,12 @@ def _acquisition_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
     cpu, realtime = _pin_and_prioritise(config)
     writer = RingWriter(buffer, capacity, notify.fileno())
-    clock = MonotonicClock()
-    acquisition = Acquisition(sensor, _bus_opener(sensor), clock)
+    # sensor.sim.fault_file (soak tests): scheduled faults and a shifted wall clock, sim only
+    faults = None
+    if sensor.driver == "sim" and sensor.sim.fault_file:
+        faults = FaultPlan(Path(sensor.sim.fault_file))
+    clock: Clock = MonotonicClock() if faults is None else FaultClock(faults)
+    acquisition = Acquisition(sensor, _bus_opener(sensor, faults), clock)
     acquisition.stats.cpu, acquisition.stats.realtime = cpu, realtime
     log.info(
         "sampler process %d started: driver %s, cpu %s, realtime %s",

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from wilo_backend.model import STANDARD_GRAVITY_MS2
 from wilo_backend.sensor import registers as r
 from wilo_backend.sensor.clock import Clock
+from wilo_backend.sensor.faults import FaultPlan
 
 _I2C_M_RD = 0x0001
 _BITS_PER_BYTE = 9  # 8 data bits + ACK
@@ -64,7 +65,8 @@ class SimMpu6050:
     of every 5 updates unevenly, as the chip does). The FIFO holds 1024 bytes; when full, the
     oldest bytes are overwritten and INT_STATUS.FIFO_OFLOW is set. Every transfer takes its bus
     time on the clock (400 kHz, 9 bits a byte). Faults: `fail_next`, `i2c_error_rate`, `vanish` /
-    `reappear` (a power cycle: registers back to power-on), `misalign_fifo`, no I2C_RDWR support.
+    `reappear` (a power cycle: registers back to power-on), `misalign_fifo`, no I2C_RDWR support,
+    and `faults`: a FaultPlan (sensor/faults.py) whose scheduled windows apply while it runs.
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class SimMpu6050:
         i2c_hz: float = 400_000.0,
         supports_rdwr: bool = True,
         seed: int = 1,
+        faults: FaultPlan | None = None,
     ) -> None:
         self.clock = clock
         self.signal = signal or SimSignal()
@@ -93,6 +96,8 @@ class SimMpu6050:
         self.samples_produced = 0
         self._fail_next = 0
         self._vanished = False
+        self.faults = faults
+        self._scheduled_vanish = False
         self._power_on(clock.now_ns())
 
     # ---- fault injection -------------------------------------------------------------------
@@ -245,17 +250,31 @@ class SimMpu6050:
         the FIFO when they start; samples produced meanwhile stay in the FIFO)."""
         self.clock.sleep_ns(int((3 + payload_bytes) * _BITS_PER_BYTE / self.i2c_hz * 1e9))
 
+    def _scheduled_faults(self, plan: FaultPlan) -> float:
+        """Apply the fault plan's windows now; returns the I2C error rate in force."""
+        plan.poll()
+        gone = plan.active("vanish") is not None
+        if gone and not self._vanished:
+            self._vanished = self._scheduled_vanish = True
+        elif not gone and self._scheduled_vanish:
+            self._scheduled_vanish = False
+            self.reappear()
+        self.clock.sleep_ns(plan.take_stall_ns())
+        burst = plan.active("i2c_errors")
+        return max(self.i2c_error_rate, burst.rate if burst else 0.0)
+
     def _transfer(self, i2c_addr: int, payload_bytes: int) -> None:
         """Count a transfer and fail it as the injected faults say."""
         self.transfers += 1
+        error_rate = self.i2c_error_rate
+        if self.faults is not None:
+            error_rate = self._scheduled_faults(self.faults)
         if self._vanished or i2c_addr != self.address or self._fail_next > 0:
             self._bus_time(0)
         if i2c_addr != self.address or self._vanished:
             self.failed_transfers += 1
             raise OSError(errno.EREMOTEIO, f"Remote I/O error (no ACK from 0x{i2c_addr:02x})")
-        if self._fail_next > 0 or (
-            self.i2c_error_rate > 0 and self.rng.random() < self.i2c_error_rate
-        ):
+        if self._fail_next > 0 or (error_rate > 0 and self.rng.random() < error_rate):
             self._fail_next = max(0, self._fail_next - 1)
             self.failed_transfers += 1
             raise OSError(errno.EREMOTEIO, "Remote I/O error (injected)")
