@@ -66,6 +66,7 @@ def make_config(data_dir: Path, **overrides: Any) -> StorageConfig:
 
 def segment_data(store: Store) -> bytes:
     """header + the data of every retained segment, in the store's order (oldest first)."""
+    assert store.wait_idle(), "background aggregate work did not finish"
     parts = [HEADER]
     for relative in reversed(store.file_list()):
         parts.append((store.readings_dir / relative).read_bytes()[len(HEADER) :])

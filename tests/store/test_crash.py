@@ -50,6 +50,7 @@ def _check(folder: Path, committed_t_ns: int) -> None:
     try:
         files = store.file_list()
         assert 1 <= len(files) <= 3
+        assert store.wait_idle()
         assert files_on_disk(store.readings_dir) == sorted(files)
         assert aggregate_bytes(store) == segment_data(store)
         newest = 0

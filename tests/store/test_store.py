@@ -112,9 +112,11 @@ def test_retention_at_exactly_max_files_and_empty_folders(tmp_path: Path, clock:
     assert store.file_list()[-1] == first
     feeder.feed(0.2)  # the fourth segment starts: the oldest goes
     assert len(store.file_list()) == 3 and first not in store.file_list()
+    assert store.wait_idle()  # its file is deleted off the writer's path
     assert not (store.readings_dir / first).exists()
     feeder.feed(2)
     assert all(f.startswith("2026/12/Week_1/02/") for f in store.file_list())
+    assert store.wait_idle()
     assert not (store.readings_dir / "2026/12/Week_1/01").exists()
     _assert_exact(store)
     store.close()

@@ -102,6 +102,7 @@ class Store:
         self.eviction_seconds: deque[float] = deque(maxlen=1024)  # time on the writer's path
         self.rebuild_seconds: deque[float] = deque(maxlen=1024)  # background rewrites
         self._evicting: list[Segment] = []  # out of the index, still at the aggregate's head
+        self._to_delete: list[Segment] = []  # out of the index and the aggregate, file remains
         self._rebuild_thread: threading.Thread | None = None
         self._rebuild_failed_at = -1e18
         self._idle = threading.Condition(self._lock)
@@ -393,7 +394,7 @@ class Store:
             log.warning("storage: writing again after: %s", self._error)
             self._error = ""
         if self._evicting and self._rebuild_due():
-            self._start_rebuild()
+            self._start_background()
         self._enforce_retention(extra=0)
 
     def _write_run(self, run: OpenRun) -> None:
@@ -452,21 +453,22 @@ class Store:
             return
         in_use = self._in_use()
         while retention.excess_files(len(self._segments) + extra, self.config.max_files):
-            if not self._evict_oldest(in_use):
+            if not self._evict_oldest(in_use, defer_delete=True):
                 return
         # (a background trim frees its space only when done: wait for it before evicting more)
         while not self._evicting and retention.below_floor(
             self._free_bytes(self.readings_dir), self.config.min_free_mb
         ):
-            if not self._evict_oldest(in_use):
+            if not self._evict_oldest(in_use, defer_delete=False):
                 return
 
-    def _evict_oldest(self, in_use: set[str]) -> bool:
+    def _evict_oldest(self, in_use: set[str], *, defer_delete: bool) -> bool:
         """Drop the oldest retained segment from the aggregate, then from disk.
 
-        O(1) by COLLAPSE_RANGE where possible; otherwise the segment leaves the index now and
-        a background thread rewrites the aggregate without it, deleting its file afterwards
-        (until then aggregate == header + the files on disk, which is what start-up checks).
+        O(1) by COLLAPSE_RANGE where possible, the file then deleted by the background thread
+        (or at once when space is short); otherwise the segment leaves the index now and the
+        background thread rewrites the aggregate without it, deleting its file afterwards.
+        Start-up finishes either if the process dies in between.
         """
         if not self._segments or self._segments[0].relative in in_use:
             return False
@@ -479,7 +481,11 @@ class Store:
         ):
             self._segments.pop(0)
             self._by_relative.pop(seg.relative, None)
-            self._delete_segment_files(seg)
+            if defer_delete:
+                self._to_delete.append(seg)
+                self._start_background()
+            else:
+                self._delete_segment_files(seg)
             self.evictions += 1
             self.eviction_seconds.append(time.perf_counter() - started)
             return True
@@ -488,7 +494,7 @@ class Store:
         self._segments.pop(0)
         self._by_relative.pop(seg.relative, None)
         self._evicting.append(seg)
-        self._start_rebuild()
+        self._start_background()
         self.eviction_seconds.append(time.perf_counter() - started)
         return True
 
@@ -502,8 +508,8 @@ class Store:
     def _rebuild_due(self) -> bool:
         return self._monotonic() - self._rebuild_failed_at >= RETRY_SECONDS
 
-    def _start_rebuild(self) -> None:
-        if self._rebuild_thread is not None or not self._evicting:
+    def _start_background(self) -> None:
+        if self._rebuild_thread is not None or not (self._evicting or self._to_delete):
             return
         self._rebuild_thread = threading.Thread(
             target=self._rebuild_worker, name="wilo-aggregate-rebuild", daemon=True
@@ -511,11 +517,20 @@ class Store:
         self._rebuild_thread.start()
 
     def _rebuild_worker(self) -> None:
-        """Trim evicted segments off the aggregate by a streaming copy, off the writer's path."""
+        """Delete evicted files; trim segments off the aggregate by a streaming copy where it
+        cannot collapse. Off the writer's path."""
         while True:
             with self._lock:
+                doomed, self._to_delete = self._to_delete, []
+            for seg in doomed:
+                self._unlink_segment(seg)
+            with self._lock:
+                for seg in doomed:
+                    retention.remove_empty_parents(seg.path, self.readings_dir)
                 batch = list(self._evicting)
-                if not batch or not self._opened:
+                if self._to_delete:
+                    continue
+                if not batch or not self._opened or not self._rebuild_due():
                     self._rebuild_thread = None
                     self._idle.notify_all()
                     return
@@ -554,10 +569,13 @@ class Store:
             return self._idle.wait_for(lambda: self._rebuild_thread is None, timeout)
 
     def _delete_segment_files(self, seg: Segment) -> None:
+        self._unlink_segment(seg)
+        retention.remove_empty_parents(seg.path, self.readings_dir)
+
+    def _unlink_segment(self, seg: Segment) -> None:
         with contextlib.suppress(FileNotFoundError):
             seg.path.unlink()
         self._sidecar(seg.relative).unlink(missing_ok=True)
-        retention.remove_empty_parents(seg.path, self.readings_dir)
 
     # ---------------------------------------------------------------- ReadingsView
 
