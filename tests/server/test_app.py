@@ -390,3 +390,31 @@ async def test_metrics_and_unknown_paths(server: WiloServer, client: Client) -> 
     assert "wilo_storage_free_bytes" in text and "wilo_live_frames_dropped_total 0" in text
     assert (await http_get(server.port or 0, "/nope"))[0] == 404
     assert (await http_get(server.port or 0, "/exports/readings_nope.zip"))[0] == 404
+
+
+async def test_the_built_in_page_is_served_at_root(server: WiloServer) -> None:
+    status_code, headers, body = await http_get(server.port or 0, "/")
+    assert status_code == 200 and headers["content-type"].startswith("text/html")
+    assert b"<html" in body.lower()
+    assert (await http_get(server.port or 0, "/app.js"))[0] == 200
+
+
+async def test_added_commands_are_validated_and_answered(server: WiloServer) -> None:
+    seen: list[float | None] = []
+
+    def features(request: Any) -> dict[str, Any]:
+        seen.append(request.seconds)
+        return {"type": "features", "data": []}
+
+    async with connect(ws_url(server)) as ws:
+        client = Client(ws)
+        before = await client.request("get_features")
+        assert before["type"] == "error" and "unknown command" in before["message"]
+        server.add_command("get_features", features, threaded=True)
+        reply = await client.request("get_features", seconds=60)
+        assert reply["type"] == "features" and reply["request_id"].startswith("r")
+        bad = await client.request("get_features", seconds="x")
+        assert bad["type"] == "error" and "seconds" in bad["message"]
+    assert seen == [60.0]
+    with pytest.raises(ValueError, match="built-in"):
+        server.add_command("get_status", features)

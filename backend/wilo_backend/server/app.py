@@ -33,6 +33,7 @@ from wilo_backend.server.protocol import (
     RequestError,
     TokenBucket,
 )
+from wilo_backend.web import static_file
 
 log = logging.getLogger("wilo_backend.server")
 
@@ -121,6 +122,8 @@ class WiloServer:
         self._server: Server | None = None
         self.port: int | None = None
         self._last_flush = clock()
+        self._commands = self._dispatcher.commands
+        self._threaded = THREADED_COMMANDS
 
     # --- the service's side -----------------------------------------------------------------
 
@@ -192,6 +195,23 @@ class WiloServer:
         for client in self._readers():
             if client is not exclude:
                 client.outbox.put_event("status", text)
+
+    def add_command(
+        self,
+        command: str,
+        handler: Callable[[protocol.Request], dict[str, Any]],
+        *,
+        threaded: bool = False,
+    ) -> None:
+        """Serve another read-only command (same validation, auth, rate limit, request_id).
+
+        `handler` gets the parsed Request (its seconds/max_points/... fields) and returns the
+        reply; `threaded` runs it in a worker thread when it may take more than a millisecond.
+        """
+        self._dispatcher.register(command, handler)
+        self._commands = self._dispatcher.commands
+        if threaded:
+            self._threaded = self._threaded | {command}
 
     def backlog_bytes(self) -> list[int]:
         """Per client: bytes waiting in its outbox plus its socket's write buffer."""
@@ -281,8 +301,11 @@ class WiloServer:
             return _response(http.HTTPStatus.OK, body.encode(), CONTENT_TYPE)
         if path.startswith("/exports/"):
             return await self._download(connection, request, unquote(path[len("/exports/") :]))
-        if path == "/":
-            return None  # websockets answers 426 Upgrade Required
+        page = static_file(path)
+        if page is not None:
+            if self._config.protect_reads and not self._handshake_authorized(request):
+                return _text_response(http.HTTPStatus.UNAUTHORIZED, UNAUTHORIZED + "\n")
+            return _response(http.HTTPStatus.OK, page[0], page[1])
         return _text_response(http.HTTPStatus.NOT_FOUND, f"not found: {path[:200]}\n")
 
     async def _download(
@@ -377,7 +400,7 @@ class WiloServer:
         self._counters.requests_total += 1
         allowed = client.bucket.allow(self._clock())
         try:
-            request = protocol.parse_request(raw)
+            request = protocol.parse_request(raw, self._commands)
         except RequestError as exc:
             self._counters.request_errors_total += 1
             if not allowed:
@@ -432,7 +455,7 @@ class WiloServer:
         if request.command == EXPORT_COMMAND:
             self._spawn(self._export(client, rid))
             return None
-        if request.command in THREADED_COMMANDS:
+        if request.command in self._threaded:
             reply = await asyncio.to_thread(self._dispatcher.handle, request)
         else:
             reply = self._dispatcher.handle(request)

@@ -132,7 +132,7 @@ def check_filename(value: Any) -> str:
         raise RequestError(f"filename rejected: {exc}") from None
 
 
-def parse_request(raw: str | bytes) -> Request:
+def parse_request(raw: str | bytes, known: frozenset[str] = COMMANDS) -> Request:
     """Decode and validate one client frame; RequestError says what is wrong."""
     obj = _decode(raw)
     if not isinstance(obj, dict):
@@ -144,7 +144,7 @@ def parse_request(raw: str | bytes) -> Request:
             raise RequestError("missing field 'command'")
         if not isinstance(command, str):
             raise RequestError("command must be a string")
-        if command not in COMMANDS:
+        if command not in known:
             shown = command if len(command) <= 64 else command[:64] + "…"
             raise RequestError(f"unknown command {shown!r}")
         token = obj.get("token")
@@ -252,8 +252,25 @@ class Dispatcher:
             "get_recent_data": self._recent_data,
         }
 
-    def handles(self, command: str) -> bool:
-        return command in self._handlers
+    @property
+    def commands(self) -> frozenset[str]:
+        """Every command a client may send: the dashboard's plus any registered ones."""
+        return COMMANDS | frozenset(self._handlers)
+
+    def register(self, command: str, handler: Callable[[Request], dict[str, Any]]) -> None:
+        """Add a read-only command (e.g. analytics' get_features); its reply gets request_id."""
+        if command in COMMANDS:
+            raise ValueError(f"{command!r} is a built-in command")
+
+        def with_request_id(request: Request) -> dict[str, Any]:
+            reply = handler(request)
+            return (
+                {**reply, "request_id": request.request_id}
+                if request.request_id is not None
+                else reply
+            )
+
+        self._handlers[command] = with_request_id
 
     def handle(self, request: Request) -> dict[str, Any]:
         """The reply to `request`; RequestError for a refused file name."""
