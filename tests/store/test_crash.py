@@ -6,41 +6,73 @@ import os
 import random
 import select
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
-from storehelp import FakeClock, aggregate_bytes, files_on_disk, make_config, segment_data
+from storehelp import (
+    T0_NS,
+    FakeClock,
+    Feeder,
+    aggregate_bytes,
+    files_on_disk,
+    make_config,
+    segment_data,
+)
 
 from wilo_backend.store.csvformat import HEADER, parse_rows
 from wilo_backend.store.recovery import _line_ok
 from wilo_backend.store.store import Store
 
-CHILD = Path(__file__).with_name("crash_child.py")
-ITERATIONS = 30
+ITERATIONS = 40
+
+
+def _writer(folder: Path, out_fd: int) -> NoReturn:
+    """The forked child: write segments fast, report what is on disk, until killed."""
+    try:
+        clock = FakeClock()
+        config = make_config(folder, segment_seconds=1, max_files=3, flush_seconds=0.2)
+        store = Store(config, monotonic=clock)
+        store.open()
+        newest = store.summaries.newest_t_ns
+        feeder = Feeder(store, clock, t0_ns=T0_NS if newest is None else newest + 10**9)
+        os.write(out_fd, b"ready\n")
+        while True:
+            feeder.feed(0.125, batch_samples=100)
+            os.write(out_fd, b"%d\n" % store.committed_t_ns)
+    finally:
+        os._exit(1)
 
 
 def _run_and_kill(folder: Path, rng: random.Random) -> int:
-    """Start the writer, kill it at a random moment; returns the last time it said was on disk."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(CHILD.parent), *sys.path]))
-    child = subprocess.Popen(
-        [sys.executable, str(CHILD), str(folder)], stdout=subprocess.PIPE, env=env
-    )
-    assert child.stdout is not None
-    deadline = time.monotonic() + 30
-    line = b""
-    while not line.startswith(b"ready"):
-        assert time.monotonic() < deadline, "crash child never became ready"
-        line = child.stdout.readline()
-        assert line or child.poll() is None, "crash child exited before it was ready"
-    kill_at = time.monotonic() + rng.uniform(0.0, 0.4)
-    while time.monotonic() < kill_at:
-        select.select([child.stdout], [], [], max(0.0, kill_at - time.monotonic()))
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    reported = [int(x) for x in child.stdout.read().split() if x.isdigit()]
+    """Fork a writer, kill it at a random moment; returns the last time it said was on disk."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        _writer(folder, write_fd)
+    os.close(write_fd)
+    received = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"ready\n" not in received:
+            assert time.monotonic() < deadline, "the writer never became ready"
+            select.select([read_fd], [], [], 1.0)
+            chunk = os.read(read_fd, 65536)
+            assert chunk, "the writer exited before it was ready"
+            received += chunk
+        kill_at = time.monotonic() + rng.uniform(0.0, 0.3)
+        while (left := kill_at - time.monotonic()) > 0:
+            if select.select([read_fd], [], [], left)[0]:
+                received += os.read(read_fd, 65536)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        while chunk := os.read(read_fd, 65536):
+            received += chunk
+    finally:
+        os.close(read_fd)
+    reported = [int(x) for x in received.split() if x.isdigit()]
     return max(reported, default=0)
 
 
