@@ -91,8 +91,9 @@ def minmax_indices(accel: Float64Array, keys: Int64Array) -> Int64Array:
     # first index in each run that attains the run's min / max
     lo_hits = np.flatnonzero(accel == lo[run])
     hi_hits = np.flatnonzero(accel == hi[run])
-    lo_idx = lo_hits[np.unique(run[lo_hits], return_index=True)[1]]
-    hi_idx = hi_hits[np.unique(run[hi_hits], return_index=True)[1]]
+    # hits come in index order, so each run's first hit is where the run number changes
+    lo_idx = lo_hits[np.flatnonzero(np.diff(run[lo_hits], prepend=-1))]
+    hi_idx = hi_hits[np.flatnonzero(np.diff(run[hi_hits], prepend=-1))]
     pairs = np.sort(np.stack([lo_idx, hi_idx], axis=1), axis=1).ravel()
     keep = np.concatenate(([True], pairs[1:] != pairs[:-1]))
     return pairs[keep]
@@ -213,10 +214,10 @@ class Summaries:
             if last is not None:
                 tail = tail[tail["t"] > last]
             points = np.concatenate((points, tail))
-        points = points[points["t"] >= since]
-        order = np.argsort(points["t"], kind="stable")
-        if order.shape[0] and np.any(order[1:] < order[:-1]):
-            points = points[order]
+        points = points[points["t"] > since]
+        t = points["t"]
+        if np.any(t[1:] < t[:-1]):  # only after a wall-clock step backwards
+            points = points[np.argsort(t, kind="stable")]
         return decimate(points, max_points)
 
 

@@ -1,0 +1,90 @@
+"""Min/max summaries: exact per-bucket extremes, rings that wrap, decimation that keeps peaks."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wilo_backend.store.summary import (
+    PointRing,
+    Summaries,
+    decimate,
+    make_points,
+    minmax_indices,
+    summarize_100ms,
+)
+
+T0_NS = 1_795_792_920_000_000_000
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.integers(-5, 5), min_size=1, max_size=200),
+    st.lists(st.integers(1, 9), min_size=1, max_size=60),
+)
+def test_minmax_indices_match_a_brute_force(values: list[int], run_lengths: list[int]) -> None:
+    accel = np.array(values, dtype=np.float64)  # small integers: many ties
+    keys = np.repeat(np.arange(len(run_lengths)), run_lengths)[: len(values)]
+    keys = np.concatenate((keys, np.full(len(values) - keys.shape[0], len(run_lengths))))
+    expected: list[int] = []
+    for key in np.unique(keys):
+        members = np.flatnonzero(keys == key)
+        lo = members[np.argmin(accel[members])]
+        hi = members[np.argmax(accel[members])]
+        expected += sorted({int(lo), int(hi)})
+    assert minmax_indices(accel, keys).tolist() == expected
+
+
+def test_decimate_keeps_the_extremes_in_time_order() -> None:
+    n = 100_000
+    t = T0_NS + np.arange(n, dtype=np.int64) * 1_250_000
+    xyz = np.random.default_rng(3).normal(0, 1, (n, 3))
+    xyz[54_321] = [0, 0, 200.0]
+    points = make_points(t, xyz)
+    out = decimate(points, 1000)
+    assert 900 <= out.shape[0] <= 1000
+    assert np.all(np.diff(out["t"]) > 0)
+    assert out["a"].max() == points["a"].max()
+    assert out["a"].min() == points["a"].min()
+    assert decimate(points[:10], 1000).shape[0] == 10
+
+
+def test_ring_wraps_and_reports_what_it_still_covers() -> None:
+    ring = PointRing(10)
+    t = T0_NS + np.arange(25, dtype=np.int64)
+    for start in range(0, 25, 7):
+        ring.extend(make_points(t[start : start + 7], np.ones((len(t[start : start + 7]), 3))))
+    assert len(ring) == 10 and ring.total == 25
+    assert ring.all()["t"].tolist() == t[15:].tolist()
+    assert ring.slice_total(20, 23)["t"].tolist() == t[20:23].tolist()
+    assert ring.covers(int(t[15])) and not ring.covers(int(t[14]))
+    assert ring.last_t() == int(t[-1])
+
+
+def test_levels_answer_long_windows_and_raw_answers_short_ones() -> None:
+    summaries = Summaries(window_seconds=600, raw_seconds=10)
+    rng = np.random.default_rng(0)
+    seconds = 300
+    for s in range(seconds):
+        t = T0_NS + (s * 800 + np.arange(800, dtype=np.int64)) * 1_250_000
+        xyz = rng.normal(0, 1, (800, 3))
+        if s == 17:
+            xyz[400] = [-90.0, 0.0, 0.0]
+        summaries.ingest(t, xyz)
+    short = summaries.recent(2, 100_000)
+    assert short.shape[0] == 1600  # raw, every sample
+    long = summaries.recent(seconds, 600)
+    assert long.shape[0] <= 600
+    assert long["a"].max() == 90.0
+    assert long["t"][0] < T0_NS + 2 * 10**9 and np.all(np.diff(long["t"]) > 0)
+    assert summaries.sizes().points_100ms <= 2 * seconds * 10
+
+
+def test_summarize_a_finished_file_closes_the_last_bucket() -> None:
+    t = T0_NS + np.arange(250, dtype=np.int64) * 1_250_000  # 312.5 ms: 4 buckets
+    xyz = np.zeros((250, 3))
+    xyz[-1] = [5.0, 0, 0]
+    out = summarize_100ms(make_points(t, xyz))
+    assert out["t"][-1] == t[-1] and out["a"][-1] == 5.0
+    assert out.shape[0] <= 8
