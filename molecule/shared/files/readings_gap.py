@@ -1,5 +1,9 @@
 #!/usr/bin/python3
-"""Largest hole between consecutive stored samples in a time window (the data a restart lost)."""
+"""Largest hole between consecutive stored samples in a time window (the data a restart lost).
+
+Exit 0: gap within --max-gap; 1: gap too large (or no data); 2: the window's end is not on disk
+yet (flushes run every second; poll again).
+"""
 
 import argparse
 import csv
@@ -8,6 +12,9 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+
+# more than this missing at the window's end means the last flush is still to come
+NOT_FLUSHED_S = 0.05
 
 
 def parse_ts(text: str) -> float:
@@ -42,6 +49,8 @@ def main() -> int:
         "window_tail_missing_s": round(last_s, 4),
     }
     print(json.dumps(report))
+    if last_s > NOT_FLUSHED_S:
+        return 2
     return 0 if gap_s <= args.max_gap else 1
 
 
