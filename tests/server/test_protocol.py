@@ -207,10 +207,11 @@ def test_live_levels_are_powers_of_two_within_the_requested_rate(
         assert 2 * 800 / bucket <= rate < 2 * 800 / (bucket / 2)
 
 
-def test_encode_is_compact_and_never_emits_nan() -> None:
-    assert protocol.encode({"type": "x", "p": Path("/a")}) == '{"type":"x","p":"/a"}'
-    with pytest.raises(ValueError, match="JSON compliant"):
-        protocol.encode({"v": float("nan")})
+def test_encode_is_compact_strict_json() -> None:
+    assert protocol.encode({"type": "x", "p": Path("/a"), 1: 2}) == '{"type":"x","p":"/a","1":2}'
+    assert protocol.encode({"v": float("nan"), "w": 9.80665}) == '{"v":null,"w":9.80665}'
+    text = protocol.encode({"data": [{"timestamp": "t", "x": 0.1 + 0.2}]})
+    assert json.loads(text) == {"data": [{"timestamp": "t", "x": 0.1 + 0.2}]}
 
 
 class FakeView:
