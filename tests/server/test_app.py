@@ -418,3 +418,17 @@ async def test_added_commands_are_validated_and_answered(server: WiloServer) -> 
     assert seen == [60.0]
     with pytest.raises(ValueError, match="built-in"):
         server.add_command("get_status", features)
+
+
+async def test_a_connection_that_never_sends_its_request_is_dropped(
+    server: WiloServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wilo_backend.server import app
+
+    monkeypatch.setattr(app._Connection, "request_timeout_seconds", 0.2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"GET /heal")  # half a request line, then silence
+    async with asyncio.timeout(5):
+        assert await reader.read() == b""  # the server hung up
+    writer.close()
+    assert (await http_get(server.port or 0, "/healthz"))[0] == 200

@@ -52,9 +52,11 @@ UNAUTHORIZED: Final = (
 class _Connection(ServerConnection):
     """A connection that is aborted if its HTTP request does not arrive in time."""
 
+    request_timeout_seconds = REQUEST_TIMEOUT_SECONDS
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.loop.call_later(REQUEST_TIMEOUT_SECONDS, self._abort_without_request)
+        self.loop.call_later(self.request_timeout_seconds, self._abort_without_request)
 
     def _abort_without_request(self) -> None:
         if self.request is None:
