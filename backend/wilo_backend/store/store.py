@@ -103,9 +103,11 @@ class Store:
         self.rebuild_seconds: deque[float] = deque(maxlen=1024)  # background rewrites
         self._evicting: list[Segment] = []  # out of the index, still at the aggregate's head
         self._to_delete: list[Segment] = []  # out of the index and the aggregate, file remains
-        self._rebuild_thread: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
+        self._worker_busy = False
+        self._stopping = False
         self._rebuild_failed_at = -1e18
-        self._idle = threading.Condition(self._lock)
+        self._wake = threading.Condition(self._lock)
         self.write_errors = 0
         self.bytes_written = 0
         self.committed_t_ns = 0  # newest sample time known to be on disk (segment + aggregate)
@@ -222,6 +224,12 @@ class Store:
         """Final flush (SIGTERM); the aggregate is consistent afterwards."""
         self.close_segment()
         self.wait_idle()
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.join(timeout=30)
         with self._lock:
             for fd in self._open_fds.values():
                 with contextlib.suppress(OSError):
@@ -509,64 +517,80 @@ class Store:
         return self._monotonic() - self._rebuild_failed_at >= RETRY_SECONDS
 
     def _start_background(self) -> None:
-        if self._rebuild_thread is not None or not (self._evicting or self._to_delete):
-            return
-        self._rebuild_thread = threading.Thread(
-            target=self._rebuild_worker, name="wilo-aggregate-rebuild", daemon=True
-        )
-        self._rebuild_thread.start()
+        """Wake the background worker (started on first use, then kept: no thread per eviction)."""
+        if self._worker is None and self._opened:
+            self._worker = threading.Thread(
+                target=self._background_worker, name="wilo-store-background", daemon=True
+            )
+            self._worker.start()
+        self._wake.notify_all()
 
-    def _rebuild_worker(self) -> None:
-        """Delete evicted files; trim segments off the aggregate by a streaming copy where it
-        cannot collapse. Off the writer's path."""
-        while True:
-            with self._lock:
-                doomed, self._to_delete = self._to_delete, []
+    def _has_background_work(self) -> bool:
+        return bool(self._to_delete) or (bool(self._evicting) and self._rebuild_due())
+
+    def _background_worker(self) -> None:
+        """Delete evicted files; where the aggregate cannot collapse, trim evicted segments off
+        it by a streaming copy. All off the writer's path."""
+        with self._lock:
+            while True:
+                self._wake.wait_for(lambda: self._has_background_work() or self._stopping)
+                if self._stopping:
+                    return
+                self._worker_busy = True
+                try:
+                    self._background_step()
+                finally:
+                    self._worker_busy = False
+                    self._wake.notify_all()
+
+    def _background_step(self) -> None:
+        """One round of background work; called and returns with the lock held."""
+        doomed, self._to_delete = self._to_delete, []
+        self._lock.release()
+        try:
             for seg in doomed:
                 self._unlink_segment(seg)
-            with self._lock:
-                for seg in doomed:
-                    retention.remove_empty_parents(seg.path, self.readings_dir)
-                batch = list(self._evicting)
-                if self._to_delete:
-                    continue
-                if not batch or not self._opened or not self._rebuild_due():
-                    self._rebuild_thread = None
-                    self._idle.notify_all()
-                    return
-                drop_bytes = sum(s.data_bytes for s in batch)
-                end = self._aggregate.size
-            started = time.perf_counter()
-            try:
-                job = self._aggregate.trim_copy(drop_bytes, end)
-            except OSError as exc:
-                with self._lock:
-                    self._rebuild_failed(exc)
-                return
-            with self._lock:
-                try:
-                    self._aggregate.trim_finish(job)
-                except OSError as exc:
-                    self._rebuild_failed(exc)
-                    return
-                for seg in batch:
-                    self._delete_segment_files(seg)
-                    self._evicting.remove(seg)
-                    self.evictions += 1
-                self.rebuild_seconds.append(time.perf_counter() - started)
-                if self._error.startswith(_TRIM_ERROR):
-                    self._error = ""
+        finally:
+            self._lock.acquire()
+        for seg in doomed:
+            retention.remove_empty_parents(seg.path, self.readings_dir)
+        batch = list(self._evicting)
+        if not batch or not self._rebuild_due():
+            return
+        drop_bytes = sum(s.data_bytes for s in batch)
+        end = self._aggregate.size
+        started = time.perf_counter()
+        self._lock.release()
+        try:
+            job = self._aggregate.trim_copy(drop_bytes, end)
+        except OSError as exc:
+            self._lock.acquire()
+            self._rebuild_failed(exc)
+            return
+        self._lock.acquire()
+        try:
+            self._aggregate.trim_finish(job)
+        except OSError as exc:
+            self._rebuild_failed(exc)
+            return
+        for seg in batch:
+            self._delete_segment_files(seg)
+            self._evicting.remove(seg)
+            self.evictions += 1
+        self.rebuild_seconds.append(time.perf_counter() - started)
+        if self._error.startswith(_TRIM_ERROR):
+            self._error = ""
 
     def _rebuild_failed(self, exc: OSError) -> None:
         self._degrade(f"{_TRIM_ERROR}: {exc}")
         self._rebuild_failed_at = self._monotonic()
-        self._rebuild_thread = None
-        self._idle.notify_all()
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
-        """Wait until no background aggregate rewrite is running (tests, shutdown)."""
+        """Wait until the background worker has nothing left it can do now (tests, shutdown)."""
         with self._lock:
-            return self._idle.wait_for(lambda: self._rebuild_thread is None, timeout)
+            return self._wake.wait_for(
+                lambda: not self._worker_busy and not self._has_background_work(), timeout
+            )
 
     def _delete_segment_files(self, seg: Segment) -> None:
         self._unlink_segment(seg)
