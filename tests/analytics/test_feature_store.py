@@ -229,3 +229,29 @@ def test_a_killed_writer_loses_at_most_the_window_in_flight(tmp_path: Path) -> N
     store = FeatureStore(tmp_path, retention_days=30, fsync=False, clock=FakeClock(START_NS / NS))
     store.open()
     assert sum(p["windows"] for p in store.query(3600, 10_000)) == on_disk
+
+
+def test_trends_of_days_use_ten_minute_rows_and_lose_nothing(tmp_path: Path) -> None:
+    clock = FakeClock(START_NS / NS)
+    store = FeatureStore(tmp_path, retention_days=30, fsync=False, clock=clock)
+    store.open()
+    step_s = 10  # sparse windows keep the test fast; the store does not care
+    total = 2 * DAY_S // step_s
+    for i in range(total):
+        clock.now_s = START_NS / NS + i * step_s
+        loud = i == total // 3
+        store.append(START_NS + i * step_s * NS, 3 if loud else 0, row(7.5 if loud else 0.4))
+    clock.now_s += step_s
+    points = store.query(2 * DAY_S, 100)
+    assert 90 <= len(points) <= 100
+    assert sum(p["windows"] for p in points) == total
+    assert max(p["vrms_mms_max"] for p in points) == pytest.approx(7.5)
+    assert [p["zone"] for p in points].count("D") == 1
+    assert points[0]["timestamp"] == iso_utc(START_NS - START_NS % (600 * NS))
+    # the same figures after a restart, rebuilt from the minute files
+    store.close()
+    reopened = FeatureStore(tmp_path, retention_days=30, fsync=False, clock=clock)
+    reopened.open()
+    again = reopened.query(2 * DAY_S, 100)
+    assert [p["windows"] for p in again] == [p["windows"] for p in points]
+    assert [p["x_rms_ms2"] for p in again] == pytest.approx([p["x_rms_ms2"] for p in points])

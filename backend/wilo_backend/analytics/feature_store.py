@@ -33,6 +33,8 @@ log = logging.getLogger("wilo_backend.analytics.store")
 HEADER = "timestamp,zone," + ",".join(COLUMNS) + "\n"
 ROLLUP_HEADER = "timestamp,windows,zone,vrms_mms_max," + ",".join(COLUMNS) + "\n"
 ROLLUP_SECONDS = 60
+# In memory only: minutes folded into 10-minute rows, for trends of days (30 days = 4,320 rows).
+COARSE_SECONDS = 600
 # Full-resolution rows kept in memory: trends up to this long are served window by window.
 RAW_MEMORY_SECONDS = 3600
 TAIL_CHUNK_BYTES = 1 << 20
@@ -61,14 +63,18 @@ def _number(value: float) -> str:
 
 
 class Series:
-    """Growable columns of (time, windows, worst zone, largest velocity, mean features)."""
+    """Growable columns of (time, windows, worst zone, largest velocity, feature sums).
+
+    Sums (mean × windows) rather than means, so that a trend bucket is one reduceat over the
+    rows with no per-query conversion; float32 keeps 30 days of minutes at ~4 MB.
+    """
 
     def __init__(self, capacity: int = 1024) -> None:
         self.t_ns = np.empty(capacity, np.int64)
         self.count = np.empty(capacity, np.int32)
         self.zone = np.empty(capacity, np.int8)
         self.vmax = np.empty(capacity, np.float32)
-        self.means = np.empty((capacity, N_COLUMNS), np.float32)
+        self.sums = np.empty((capacity, N_COLUMNS), np.float32)
         self.start = 0
         self.end = 0
 
@@ -80,15 +86,16 @@ class Series:
             self._make_room()
         i = self.end
         self.t_ns[i], self.count[i], self.zone[i], self.vmax[i] = t_ns, count, zone, vmax
-        self.means[i] = means
+        self.sums[i] = np.asarray(means) * count
         self.end += 1
 
     def _make_room(self) -> None:
+        # New arrays rather than in-place moves: a query may still hold views of the old ones.
         live = len(self)
         capacity = self.t_ns.shape[0]
         if live * 2 > capacity:
             capacity *= 2
-        for name in ("t_ns", "count", "zone", "vmax", "means"):
+        for name in ("t_ns", "count", "zone", "vmax", "sums"):
             old = getattr(self, name)
             new = np.empty((capacity, *old.shape[1:]), old.dtype)
             new[:live] = old[self.start : self.end]
@@ -100,12 +107,8 @@ class Series:
         two parts around a restart)."""
         last = self.end - 1
         if self.end > self.start and self.t_ns[last] == t_ns:
-            total = int(self.count[last]) + count
-            merged = (
-                self.means[last] * float(self.count[last]) + np.asarray(means) * count
-            ) / total
-            self.means[last] = merged
-            self.count[last] = total
+            self.sums[last] += np.asarray(means, np.float32) * count
+            self.count[last] += count
             self.zone[last] = max(int(self.zone[last]), zone)
             self.vmax[last] = max(float(self.vmax[last]), vmax)
             return
@@ -119,16 +122,17 @@ class Series:
         return int(self.t_ns[self.end - 1]) if self.end > self.start else None
 
     def since(self, t_ns: int) -> tuple[npt.NDArray[Any], ...]:
-        """Copies of the rows at or after t_ns, in time order."""
+        """The rows at or after t_ns, in time order: views, valid while the caller holds the
+        store's lock (appends only write past `end`; growing makes new arrays)."""
         sl = slice(self.start, self.end)
         cols: list[npt.NDArray[Any]] = [self.t_ns[sl], self.count[sl], self.zone[sl]]
-        cols += [self.vmax[sl], self.means[sl]]
+        cols += [self.vmax[sl], self.sums[sl]]
         times = cols[0]
         if times.shape[0] > 1 and bool(np.any(times[1:] < times[:-1])):
             order = np.argsort(times, kind="stable")  # a wall-clock step put rows out of order
             cols = [c[order] for c in cols]
         first = int(np.searchsorted(cols[0], t_ns, side="left"))
-        return tuple(c[first:].copy() for c in cols)
+        return tuple(c[first:] for c in cols)
 
 
 def decimate(
@@ -136,7 +140,7 @@ def decimate(
 ) -> list[dict[str, Any]]:
     """At most max_points trend points over [since, until): count-weighted means per time
     bucket, with the largest velocity and the worst zone of each bucket kept."""
-    t_ns, count, zone, vmax, means = columns
+    t_ns, count, zone, vmax, sums = columns
     if t_ns.shape[0] > max_points:
         edges = since_ns + (until_ns - since_ns) * np.arange(max_points, dtype=np.int64) // max(
             max_points, 1
@@ -145,25 +149,24 @@ def decimate(
         starts[0] = 0  # a roll-up that began just before `since` belongs to the first bucket
         starts = np.unique(starts)
         starts = starts[starts < t_ns.shape[0]]
-        weights = count.astype(np.float64)
-        sums = np.add.reduceat(means.astype(np.float64) * weights[:, None], starts, axis=0)
-        count = np.add.reduceat(weights, starts)
-        means = sums / count[:, None]
+        sums = np.add.reduceat(sums, starts, axis=0)
+        count = np.add.reduceat(count, starts)
         vmax = np.maximum.reduceat(vmax, starts)
         zone = np.maximum.reduceat(zone, starts)
         t_ns = t_ns[starts]
+    means = sums / count[:, None].astype(np.float32)
     values = np.round(means.astype(np.float64), 4).tolist()
     vmax_list = np.round(vmax.astype(np.float64), 4).tolist()
-    stamps = np.datetime_as_string(t_ns.astype("datetime64[ns]"), unit="us")
+    stamps = np.datetime_as_string(t_ns.astype("datetime64[ns]"), unit="us").tolist()
+    zones = [zone_name(z) for z in zone.tolist()]
+    counts = count.tolist()
     points = []
     for i, row in enumerate(values):
-        point: dict[str, Any] = {
-            "timestamp": f"{stamps[i]}Z",
-            "windows": int(count[i]),
-            "zone": zone_name(int(zone[i])),
-            "vrms_mms_max": vmax_list[i],
-        }
-        point.update(zip(COLUMNS, row, strict=True))
+        point: dict[str, Any] = dict(zip(COLUMNS, row, strict=True))
+        point["timestamp"] = f"{stamps[i]}Z"
+        point["windows"] = counts[i]
+        point["zone"] = zones[i]
+        point["vrms_mms_max"] = vmax_list[i]
         points.append(point)
     return points
 
@@ -212,6 +215,7 @@ class FeatureStore:
         self._lock = threading.Lock()
         self._raw = Series(4096)
         self._minutes = Series(4096)
+        self._coarse = Series(1024)
         self._minute: _Minute | None = None
         self._fd: int | None = None
         self._fd_day: dt.date | None = None
@@ -261,7 +265,7 @@ class FeatureStore:
                     t_ns = parse_iso_utc(fields[0])
                     means = [float(v) for v in fields[4:]]
                     zone = ZONES.index(fields[2]) if fields[2] in ZONES else NO_ZONE
-                    self._minutes.add(t_ns, int(fields[1]), zone, float(fields[3]), means)
+                    self._add_minute(t_ns, int(fields[1]), zone, float(fields[3]), means)
         rolled_until_ns = self._minutes.last_t_ns()
         rolled_until_ns = None if rolled_until_ns is None else rolled_until_ns + ROLLUP_SECONDS * NS
         since_ns = int((now_s - RAW_MEMORY_SECONDS) * NS)
@@ -372,7 +376,11 @@ class FeatureStore:
             self.day_of(m.start_ns), True, ",".join(cells + list(map(_number, means))) + "\n"
         )
         with self._lock:
-            self._minutes.add(m.start_ns, m.count, m.zone, m.vmax, means)
+            self._add_minute(m.start_ns, m.count, m.zone, m.vmax, means)
+
+    def _add_minute(self, t_ns: int, count: int, zone: int, vmax: float, means: Any) -> None:
+        self._minutes.add(t_ns, count, zone, vmax, means)
+        self._coarse.add(t_ns - t_ns % (COARSE_SECONDS * NS), count, zone, vmax, means)
 
     def _write(self, day: dt.date, rollup: bool, text: str) -> None:
         """Append and flush; an I/O error is counted and logged, and the next row retries."""
@@ -474,6 +482,7 @@ class FeatureStore:
                     break
         with self._lock:
             self._minutes.drop_before(int(cutoff_s * NS))
+            self._coarse.drop_before(int(cutoff_s * NS))
             self._raw.drop_before(int((now_s - RAW_MEMORY_SECONDS) * NS))
         self._swept_day = dt.datetime.fromtimestamp(now_s, self.timezone).date()
 
@@ -483,16 +492,28 @@ class FeatureStore:
         """Trend points of the last `seconds`, oldest first, at most max_points."""
         now_ns = int(self.clock() * NS)
         since_ns = now_ns - int(seconds * NS)
-        with self._lock:
+        with self._lock:  # held while decimating: the columns are views
             if seconds <= RAW_MEMORY_SECONDS:
                 columns = self._raw.since(since_ns)
             else:
-                # the minute that overlaps `since` counts whole
-                rolled = self._minutes.since(since_ns - since_ns % (ROLLUP_SECONDS * NS))
-                last = int(rolled[0][-1]) + ROLLUP_SECONDS * NS if rolled[0].shape[0] else since_ns
-                recent = self._raw.since(last)
-                columns = tuple(np.concatenate(pair) for pair in zip(rolled, recent, strict=True))
-        return decimate(columns, since_ns, now_ns, max_points)
+                # the row that overlaps `since` counts whole
+                coarse = seconds / max_points >= COARSE_SECONDS
+                series, step_ns = (
+                    (self._coarse, COARSE_SECONDS * NS)
+                    if coarse
+                    else (self._minutes, ROLLUP_SECONDS * NS)
+                )
+                rolled = series.since(since_ns - since_ns % step_ns)
+                last_minute = self._minutes.last_t_ns()
+                last = since_ns if last_minute is None else last_minute + ROLLUP_SECONDS * NS
+                recent = self._raw.since(max(last, since_ns))
+                if recent[0].shape[0]:
+                    columns = tuple(
+                        np.concatenate(pair) for pair in zip(rolled, recent, strict=True)
+                    )
+                else:
+                    columns = rolled
+            return decimate(columns, since_ns, now_ns, max_points)
 
     def status(self) -> FeatureStoreStatus:
         files = [path for _, _, path in self._day_files()]
