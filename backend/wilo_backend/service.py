@@ -8,9 +8,12 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from wilo_backend import __version__
+from wilo_backend.analytics import Analytics, ZoneChange
+from wilo_backend.analytics.serving import attach
 from wilo_backend.config import Config
 from wilo_backend.model import SampleBatch, SamplerStats
 from wilo_backend.sampler.process import Sampler
@@ -34,6 +37,16 @@ class Service:
         self.sampler = Sampler(config.sensor, config.sampler)
         self.store = Store(config.storage, on_new_file=self._on_new_file)
         self.server = WiloServer(config.server, self.store, self)
+        self.analytics: Analytics | None = None
+        if config.analytics.enabled:
+            self.analytics = Analytics(
+                config.analytics,
+                Path(config.storage.data_dir),
+                timezone=config.storage.timezone,
+                fsync=config.storage.fsync,
+                on_zone_change=self._on_zone_change,
+            )
+            attach(self.server, self.analytics)
         self._collecting = True
         self._paused = False
         self._state_lock = threading.Lock()
@@ -84,6 +97,7 @@ class Service:
             "total_samples": stats.samples,
             "csv_files": storage.file_count,
             "latest_file": storage.latest_file,
+            **(self.analytics.status_data() if self.analytics else {}),
             "samples_stored": self._samples_stored,
             "version": __version__,
             "sampler": {
@@ -132,6 +146,19 @@ class Service:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.server.notify_new_file, filename, total_files)
 
+    def _on_zone_change(self, change: ZoneChange) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.server.notify_event, "alert", change.as_message())
+
+    def _analyse(self, batch: SampleBatch) -> None:
+        if self.analytics is None:
+            return
+        try:
+            self.analytics.feed(batch)
+        except Exception:  # features are secondary: never cost the store or the live stream
+            log.exception("analytics failed on a batch; continuing")
+
     def _publish(self, batch: SampleBatch) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -153,6 +180,7 @@ class Service:
                         self.store.append(batch)
                         self._samples_stored += len(batch)
                         self._publish(batch)
+                        self._analyse(batch)
                 self.store.tick()
                 self._pump_error = ""
                 if self.sampler.is_alive():
@@ -185,6 +213,8 @@ class Service:
         self._loop = asyncio.get_running_loop()
         notifier = Notifier()
         await asyncio.to_thread(self.store.open)
+        if self.analytics is not None:
+            await asyncio.to_thread(self.analytics.open)
         self.sampler.start()
         self._pump_thread = threading.Thread(target=self._pump, name="pump", daemon=True)
         self._pump_thread.start()
@@ -216,6 +246,8 @@ class Service:
             await asyncio.to_thread(self._pump_thread.join, 10)
             await asyncio.to_thread(self.sampler.stop)
             await asyncio.to_thread(self.store.close)
+            if self.analytics is not None:
+                await asyncio.to_thread(self.analytics.close)
             notifier.close()
             log.info("stopped cleanly")
 

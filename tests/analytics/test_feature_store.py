@@ -255,3 +255,14 @@ def test_trends_of_days_use_ten_minute_rows_and_lose_nothing(tmp_path: Path) -> 
     again = reopened.query(2 * DAY_S, 100)
     assert [p["windows"] for p in again] == [p["windows"] for p in points]
     assert [p["x_rms_ms2"] for p in again] == pytest.approx([p["x_rms_ms2"] for p in points])
+
+
+def test_an_unusable_features_folder_is_reported_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "features").write_text("a file where the folder should be")
+    store = FeatureStore(tmp_path / "features", retention_days=30, clock=FakeClock(START_NS / NS))
+    store.open()
+    assert "FileExistsError" in store.status().error or "NotADirectory" in store.status().error
+    store.append(START_NS, 0, row(0.2))  # counted, not raised
+    assert store.status().write_errors == 1
+    assert len(store.query(60, 10)) == 1
+    assert len(store.query(1e308, 10)) == 1  # any span is clipped to the retention

@@ -255,7 +255,18 @@ class FeatureStore:
     # --- start-up -------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Apply retention, load the minute roll-ups and the last hour; repair after a crash."""
+        """Apply retention, load the minute roll-ups and the last hour; repair after a crash.
+
+        An unreadable folder is logged and counted, never fatal: the service runs on with an
+        empty trend and every write retries.
+        """
+        try:
+            self._load()
+        except OSError as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.error("cannot load feature files from %s: %s; trends start empty", self.root, exc)
+
+    def _load(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         now_s = self.clock()
         self.sweep(now_s)
@@ -490,6 +501,8 @@ class FeatureStore:
 
     def query(self, seconds: float, max_points: int) -> list[dict[str, Any]]:
         """Trend points of the last `seconds`, oldest first, at most max_points."""
+        # nothing older than the retention is kept: a larger span (1e308 s) would only overflow
+        seconds = min(seconds, self.retention_days * 86400.0 + RAW_MEMORY_SECONDS)
         now_ns = int(self.clock() * NS)
         since_ns = now_ns - int(seconds * NS)
         with self._lock:  # held while decimating: the columns are views

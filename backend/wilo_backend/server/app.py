@@ -126,6 +126,8 @@ class WiloServer:
         self._last_flush = clock()
         self._commands = self._dispatcher.commands
         self._threaded = THREADED_COMMANDS
+        self._metrics_sources: list[Callable[[], str]] = []
+        self._live_fields: Callable[[], str] | None = None
 
     # --- the service's side -----------------------------------------------------------------
 
@@ -181,7 +183,7 @@ class WiloServer:
         if now - self._last_flush >= EARLY_FRAME_FRACTION / self._config.live_frame_hz:
             self._last_flush = now
             try:
-                self._hub.flush()
+                self._hub.flush(self._live_fields() if self._live_fields else "")
             except Exception:
                 log.exception("live frame failed; subscribers miss this frame")
 
@@ -191,6 +193,20 @@ class WiloServer:
         )
         for client in self._readers():
             client.outbox.put_event("new_file", text)
+
+    def notify_event(self, kind: str, message: dict[str, Any]) -> None:
+        """Push a message (e.g. analytics' `alert`) to every client allowed to read."""
+        text = protocol.encode(message)
+        for client in self._readers():
+            client.outbox.put_event(kind, text)
+
+    def add_metrics(self, render: Callable[[], str]) -> None:
+        """Append another source's Prometheus text (whole lines) to GET /metrics."""
+        self._metrics_sources.append(render)
+
+    def set_live_fields(self, fields: Callable[[], str]) -> None:
+        """`fields()` is asked at every live frame for '"name":<json>,' to include ('' = none)."""
+        self._live_fields = fields
 
     def notify_status(self, exclude: _Client | None = None) -> None:
         text = protocol.encode(self._dispatcher.status())
@@ -300,13 +316,16 @@ class WiloServer:
             if self._config.protect_reads and not self._handshake_authorized(request):
                 return _text_response(http.HTTPStatus.UNAUTHORIZED, UNAUTHORIZED + "\n")
             body = render_metrics(self._control.sampler_stats(), self._view.status(), self.counters)
+            body += "".join(render() for render in self._metrics_sources)
             return _response(http.HTTPStatus.OK, body.encode(), CONTENT_TYPE)
         if path.startswith("/exports/"):
             return await self._download(connection, request, unquote(path[len("/exports/") :]))
         page = static_file(path)
         if page is not None:
-            if self._config.protect_reads and not self._handshake_authorized(request):
-                return _text_response(http.HTTPStatus.UNAUTHORIZED, UNAUTHORIZED + "\n")
+            # Open even with protect_reads: the page is code from the package, no readings; the
+            # WebSocket it opens carries the token (?token= on the page URL) and is checked.
+            # Its app.js/style.css are fetched without the query string, so a check here would
+            # break the page for the very users who have the token.
             return _response(http.HTTPStatus.OK, page[0], page[1])
         return _text_response(http.HTTPStatus.NOT_FOUND, f"not found: {path[:200]}\n")
 

@@ -175,8 +175,12 @@ class LiveHub:
             self._pending_samples -= len(dropped)
             self.counters.samples_overrun += len(dropped)
 
-    def flush(self) -> int:
-        """Encode one frame per level from the pending samples and queue it; returns frames."""
+    def flush(self, extra_fields: str = "") -> int:
+        """Encode one frame per level from the pending samples and queue it; returns frames.
+
+        `extra_fields` ('"name":<json>,' already encoded, e.g. the newest vibration features)
+        goes into every frame of this flush, encoded once.
+        """
         if not self._pending:
             return 0
         batches = list(self._pending)
@@ -196,7 +200,7 @@ class LiveHub:
             for sub in level.subscriptions:
                 sub.seq += 1
                 self.counters.frames_dropped += sub.outbox.put_live(
-                    f'{{"type":"live_data","seq":{sub.seq},{tail}'
+                    f'{{"type":"live_data","seq":{sub.seq},{extra_fields}{tail}'
                 )
                 self.counters.frames_queued += 1
         self.counters.frames_encoded += frames
