@@ -42,7 +42,7 @@ def _between(low: float, high: float) -> Check:
 def _timezone(value: Any) -> str | None:
     try:
         zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder
         return "is not a known IANA time zone (e.g. 'UTC', 'Europe/Berlin')"
     return None
 
@@ -207,7 +207,10 @@ def _coerce(value: Any, default: Any, key: str, problems: list[str]) -> Any:
         ok = isinstance(value, bool)
     elif isinstance(default, float):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
+        try:
+            value = float(value) if ok else value
+        except OverflowError:  # an integer beyond any float
+            ok = False
     elif key == "sampler.cpu":
         ok = (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str)
     else:

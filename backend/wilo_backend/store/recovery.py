@@ -84,6 +84,8 @@ def pad_tail(path: Path, size: int, block: int) -> int:
         tail = os.pread(fd, size - start, start)
         cut = tail.find(b"\n") + 1 if start > len(HEADER) else 0
         rows = tail[cut:]
+        # reserve the space first: on a full disk this fails before any row is touched
+        os.posix_fallocate(fd, size, pad)
         pwrite_all(fd, pad_rows(rows, pad), start + cut)
         os.fsync(fd)
     finally:
@@ -161,8 +163,12 @@ def reconcile_aggregate(agg: Aggregate, segments: list[SegmentExtent]) -> int:
     if _first_mismatch(agg, segments, 0) == 0:
         for k in range(1, len(segments)):
             if _first_mismatch(agg, segments[k:], 0) > 0:
-                log.warning("aggregate: finishing an interrupted eviction of %d segment(s)", k)
-                skip = k
+                # An eviction only cuts the head: the aggregate holds the rest and no more. Longer
+                # means the segments are in another order than recorded (a backward wall-clock
+                # step: time order ≠ recording order); those are not evicted (soak-found loss).
+                if agg.size <= header + sum(s.data_bytes for s in segments[k:]):
+                    log.warning("aggregate: finishing an interrupted eviction of %d segment(s)", k)
+                    skip = k
                 break
     rest = segments[skip:]
     j = _first_mismatch(agg, rest, 0)

@@ -17,6 +17,7 @@ from wilo_backend.model import OUTPUT_RATE_HZ, Float64Array, Int64Array
 from wilo_backend.store.csvformat import magnitude
 
 NS_PER_S = 1_000_000_000
+MAX_RECENT_SECONDS = 10 * 366 * 86_400.0
 POINT_DTYPE = np.dtype([("t", "<i8"), ("xyz", "<f8", (3,)), ("a", "<f8")])
 Points = npt.NDArray[np.void]
 
@@ -195,6 +196,8 @@ class Summaries:
         """The last `seconds` of sample time, min/max-decimated to `max_points`, in time order."""
         if self.newest_t_ns is None or seconds <= 0 or max_points <= 0:
             return np.empty(0, dtype=POINT_DTYPE)
+        # no ring holds more than this; 1e308 s would overflow the ns arithmetic (fuzz-found)
+        seconds = min(seconds, MAX_RECENT_SECONDS)
         since = self.newest_t_ns - int(seconds * NS_PER_S)
         budget = max(20 * max_points, 50_000)
         estimates = (seconds * OUTPUT_RATE_HZ, seconds * 20, seconds * 2)
