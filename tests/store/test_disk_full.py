@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import subprocess
 from collections.abc import Iterator
@@ -121,3 +122,28 @@ def test_backlog_is_bounded_while_the_disk_refuses(
     feeder.feed(6)
     assert store.status().healthy
     assert aggregate_bytes(store) == segment_data(store)
+
+
+def test_start_up_on_a_full_disk_does_not_crash(small_tmpfs: Path) -> None:
+    clock = FakeClock()
+    config = make_config(small_tmpfs, segment_seconds=60)
+    store = Store(config, monotonic=clock)
+    store.open()
+    feeder = Feeder(store, clock)
+    feeder.feed(3)
+    # the process dies (no close): the open segment is not padded; then the disk fills up
+    filler = small_tmpfs / "filler"
+    with filler.open("wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+    again = Store(config, monotonic=clock)
+    again.open()  # must not raise
+    assert again.file_list() == store.file_list()
+    assert aggregate_bytes(again) == segment_data(again)
+    filler.unlink()
+    more = Feeder(again, clock, t0_ns=feeder.t_ns + 10**9)
+    more.index = feeder.index + 800
+    more.feed(3)
+    assert again.status().healthy
+    again.close()
+    assert aggregate_bytes(again) == segment_data(again)

@@ -348,3 +348,17 @@ def test_command_line_export_reads_the_tree_and_skips_a_half_written_row(
     with zipfile.ZipFile(result.path) as zf:
         assert sorted(zf.namelist()) == sorted(["README.txt", *store.file_list()])
         assert zf.read(store.file_list()[0]) == complete
+
+
+def test_read_csv_skips_a_line_damaged_by_someone_else(
+    tmp_path: Path, open_store: OpenStore
+) -> None:
+    store, feeder = open_store(tmp_path, segment_seconds=5)
+    feeder.feed(7)
+    relative = store.file_list()[-1]
+    path = store.readings_dir / relative
+    lines = path.read_bytes().split(b"\n")
+    lines[10] = b"this is not a row"
+    path.write_bytes(b"\n".join(lines))
+    rows = store.read_csv(relative, 10**6)
+    assert len(rows) == 5 * 800 - 1

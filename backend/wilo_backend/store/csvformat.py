@@ -132,6 +132,43 @@ def padding_for(data_bytes: int, block_bytes: int) -> int:
     return -data_bytes % block_bytes
 
 
+_STAMP_SEPARATORS = {4: "-", 7: "-", 10: "T", 13: ":", 16: ":", 19: ".", 26: "Z", 27: ","}
+_STAMP_DIGITS = [i for i in range(26) if i not in _STAMP_SEPARATORS]
+
+
+def _digits(stamp: UInt8Array, first: int, count: int) -> Int64Array:
+    value = np.zeros(stamp.shape[0], dtype=np.int64)
+    for i in range(first, first + count):
+        value = value * 10 + (stamp[:, i].astype(np.int64) - _ZERO)
+    return value
+
+
+def _parse_timestamps(stamp: UInt8Array) -> Int64Array:
+    """UTC ns from (n, 28) bytes `YYYY-MM-DDTHH:MM:SS.ffffffZ,`, checked byte by byte.
+
+    Integer arithmetic, not numpy's datetime string cast: that cast crashes the interpreter
+    (SIGSEGV, numpy 2.4) on a malformed string inside a large array.
+    """
+    for position, char in _STAMP_SEPARATORS.items():
+        if np.any(stamp[:, position] != ord(char)):
+            raise ValueError(f"timestamp separator {char!r} missing at column {position}")
+    digits = stamp[:, _STAMP_DIGITS]
+    if np.any((digits < _ZERO) | (digits > _ZERO + 9)):
+        raise ValueError("timestamp has a non-digit where a digit belongs")
+    year, month, day = _digits(stamp, 0, 4), _digits(stamp, 5, 2), _digits(stamp, 8, 2)
+    hour, minute, second = _digits(stamp, 11, 2), _digits(stamp, 14, 2), _digits(stamp, 17, 2)
+    micros = _digits(stamp, 20, 6)
+    if np.any((month < 1) | (month > 12) | (day < 1) | (day > 31)) or np.any(
+        (hour > 23) | (minute > 59) | (second > 60)
+    ):
+        raise ValueError("timestamp field out of range")
+    months = ((year - 1970) * 12 + month - 1).astype("datetime64[M]")
+    days = months.astype("datetime64[D]").astype(np.int64) + day - 1
+    seconds = days * 86400 + hour * 3600 + minute * 60 + second
+    out: Int64Array = (seconds * 1_000_000 + micros) * 1000
+    return out
+
+
 def parse_rows(data: bytes) -> tuple[Int64Array, Float64Array, Float64Array]:
     """(t_ns, xyz, acceleration) from CSV rows without header; every line must be complete."""
     if not data:
@@ -144,9 +181,9 @@ def parse_rows(data: bytes) -> tuple[Int64Array, Float64Array, Float64Array]:
     ends = np.flatnonzero(raw == _NEWLINE)
     starts = np.concatenate(([0], ends[:-1] + 1))
     n = starts.shape[0]
-    stamp_bytes = raw[starts[:, None] + np.arange(26)]
-    stamps = stamp_bytes.view("S26").reshape(n).astype("datetime64[us]")
-    t_ns = stamps.astype("datetime64[ns]").astype(np.int64)
+    if starts[-1] + TIMESTAMP_BYTES + 1 > raw.shape[0]:
+        raise ValueError("last line is too short for a row")
+    t_ns = _parse_timestamps(raw[starts[:, None] + np.arange(TIMESTAMP_BYTES + 1)])
     keep = np.ones(raw.shape[0], dtype=np.bool_)
     # drop "timestamp," from every line so only numbers and separators remain
     drop = (starts[:, None] + np.arange(TIMESTAMP_BYTES + 1)).ravel()
@@ -156,3 +193,29 @@ def parse_rows(data: bytes) -> tuple[Int64Array, Float64Array, Float64Array]:
     values = np.array(numbers.tobytes()[:-1].split(b","), dtype="S").astype(np.float64)
     values = values.reshape(n, 4)
     return t_ns, np.ascontiguousarray(values[:, :3]), np.ascontiguousarray(values[:, 3])
+
+
+def parse_rows_lenient(data: bytes) -> tuple[Int64Array, Float64Array, Float64Array]:
+    """parse_rows, but a file damaged by someone else (a bad line) costs only its bad lines."""
+    try:
+        return parse_rows(data)
+    except (ValueError, IndexError):
+        pass
+    stamps: list[np.datetime64] = []
+    rows: list[list[float]] = []
+    for line in data.split(b"\n"):
+        parts = line.split(b",")
+        if len(parts) != 5 or not parts[0].endswith(b"Z"):
+            continue
+        try:
+            stamp = np.datetime64(parts[0][:-1].decode("ascii"), "us")
+            values = [float(v) for v in parts[1:]]
+        except (ValueError, UnicodeDecodeError):
+            continue
+        stamps.append(stamp)
+        rows.append(values)
+    if not rows:
+        return parse_rows(b"")
+    t_ns = np.array(stamps, dtype="datetime64[us]").astype("datetime64[ns]").astype(np.int64)
+    table = np.array(rows, dtype=np.float64)
+    return t_ns, np.ascontiguousarray(table[:, :3]), np.ascontiguousarray(table[:, 3])

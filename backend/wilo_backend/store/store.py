@@ -28,7 +28,13 @@ from wilo_backend.model import (
 from wilo_backend.store import export as export_mod
 from wilo_backend.store import recovery, retention
 from wilo_backend.store.aggregate import Aggregate, block_bytes, pwrite_all
-from wilo_backend.store.csvformat import HEADER, format_rows, pad_rows, padding_for, parse_rows
+from wilo_backend.store.csvformat import (
+    HEADER,
+    format_rows,
+    pad_rows,
+    padding_for,
+    parse_rows_lenient,
+)
 from wilo_backend.store.layout import (
     AGGREGATE_NAME,
     EXPORTS_DIR,
@@ -115,6 +121,7 @@ class Store:
             max(PENDING_LIMIT_SECONDS, 2 * config.flush_seconds) * OUTPUT_RATE_HZ
         )
         self._notify_queue: list[str] = []
+        self._needs_reconcile = False
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -127,12 +134,8 @@ class Store:
             (self.readings_dir / (AGGREGATE_NAME + ".tmp")).unlink(missing_ok=True)
             self._recover_segments()
             self._aggregate.open()
-            extents = [recovery.SegmentExtent(s.path, s.data_bytes) for s in self._segments]
-            dropped = recovery.reconcile_aggregate(self._aggregate, extents)
-            for seg in self._segments[:dropped]:
-                self._delete_segment_files(seg)
-            del self._segments[:dropped]
             self._by_relative = {s.relative: s for s in self._segments}
+            self._reconcile()
             self._load_summaries()
             self._opened = True
             self._enforce_retention(extra=0)
@@ -144,6 +147,21 @@ class Store:
                 self.readings_dir,
                 self._aggregate.size,
             )
+
+    def _reconcile(self) -> None:
+        """Check and repair the aggregate against the segments (start-up, or after a failure)."""
+        extents = [recovery.SegmentExtent(s.path, s.data_bytes) for s in self._segments]
+        try:
+            dropped = recovery.reconcile_aggregate(self._aggregate, extents)
+        except OSError as exc:
+            self._needs_reconcile = True
+            self._degrade(f"cannot repair the aggregate: {exc}")
+            return
+        self._needs_reconcile = False
+        for seg in self._segments[:dropped]:
+            self._delete_segment_files(seg)
+            self._by_relative.pop(seg.relative, None)
+        del self._segments[:dropped]
 
     def _recover_segments(self) -> None:
         found: list[Segment] = []
@@ -163,7 +181,10 @@ class Store:
                 path.unlink(missing_ok=True)
                 retention.remove_empty_parents(path, self.readings_dir)
                 continue
-            size = recovery.pad_tail(path, size, self._block)
+            try:
+                size = recovery.pad_tail(path, size, self._block)
+            except OSError as exc:  # a full disk: it stays unaligned (trimmed by a rewrite)
+                log.error("segment %s: cannot pad its last rows: %s", rel, exc)
             first = recovery.first_timestamp_ns(path)
             if first is None:
                 log.error("segment %s: first row has no valid timestamp; not retained", rel)
@@ -196,8 +217,12 @@ class Store:
                 stray.unlink(missing_ok=True)
 
     def _summarize_file(self, seg: Segment) -> Points:
-        data = seg.path.read_bytes()[len(HEADER) : seg.size]
-        t, xyz, accel = parse_rows(data)
+        try:
+            data = seg.path.read_bytes()[len(HEADER) : seg.size]
+        except OSError as exc:
+            log.error("segment %s unreadable (%s); its history is not shown", seg.relative, exc)
+            return np.empty(0, dtype=POINT_DTYPE)
+        t, xyz, accel = parse_rows_lenient(data)
         return summarize_100ms(make_points(t, xyz, accel))
 
     def _write_sidecar(self, relative: str, points: Points) -> None:
@@ -398,6 +423,10 @@ class Store:
             self.write_errors += 1
             self._degrade(str(exc))
             return
+        if self._needs_reconcile:
+            self._reconcile()
+            if self._needs_reconcile:
+                return
         if self._error and not self._error.startswith(_TRIM_ERROR):
             log.warning("storage: writing again after: %s", self._error)
             self._error = ""
@@ -643,7 +672,7 @@ class Store:
             raise PathRejectedError(f"file {relative!r} was rotated out") from None
         body = data[len(HEADER) :]
         body = body[: body.rfind(b"\n") + 1]
-        t, xyz, accel = parse_rows(body)
+        t, xyz, accel = parse_rows_lenient(body)
         return points_to_rows(decimate(make_points(t, xyz, accel), max(1, max_points)))
 
     def recent(self, seconds: float, max_points: int) -> list[dict[str, Any]]:
