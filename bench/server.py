@@ -142,10 +142,13 @@ class _SamplerPump:
         self.loop = loop
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
+        self.handover_ms: list[float] = []  # age of a batch's newest sample when it arrives
 
     def _run(self) -> None:
         while not self.stop_event.is_set():
             for batch in self.sampler.read(0.05):
+                if len(batch):
+                    self.handover_ms.append((time.time_ns() - int(batch.t_ns[-1])) / 1e6)
                 self.loop.call_soon_threadsafe(self.server.publish, batch)
 
     def start(self) -> None:
@@ -223,6 +226,10 @@ async def _bench_live(
         result["sampler_lost"] = stats_after.lost - stats_before.lost
         result["sampler_mode"] = stats_after.mode
         result["sampler_realtime"] = stats_after.realtime
+        assert pump is not None
+        handover = pump.handover_ms[len(pump.handover_ms) // 10 :]  # past the start-up
+        result["handover_p50_ms"] = _pct(handover, 50)
+        result["handover_p99_ms"] = _pct(handover, 99)
     return result
 
 
@@ -245,6 +252,8 @@ def _live_table(live: dict[str, Any]) -> list[str]:
         lines += [
             f"| sampler ({live['sampler_mode']}, realtime {live['sampler_realtime']}): samples /"
             f" lost meanwhile | {live['sampler_samples']} / {live['sampler_lost']} | lost 0 |",
+            f"| … age of a batch's newest sample when the server gets it, p50 / p99 | "
+            f"{live['handover_p50_ms']:.1f} / {live['handover_p99_ms']:.1f} ms | |",
         ]
     lines.append(
         f"| machine load average (1 min) at start | {live['load']:.1f} on {os.cpu_count()} CPUs | |"
