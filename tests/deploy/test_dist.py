@@ -90,10 +90,27 @@ def test_dist_holds_the_wheel_every_runtime_dependency_and_a_build_record(dist: 
     assert binary and all(platform.machine() in w for w in binary)
 
 
-def test_offline_install_runs_check_config_on_the_rendered_config(
-    venv: Path, tmp_path: Path, ansible_env: dict[str, str]
+@pytest.mark.parametrize(
+    ("variables", "returncode", "expected"),
+    [
+        ({"wilo_backend_sensor_driver": "sim"}, 0, 'driver = "sim"'),
+        (
+            {"wilo_backend_config_overrides": {"storage": {"max_filez": 3}}},
+            2,
+            "storage.max_filez: unknown key",
+        ),
+    ],
+    ids=["good", "bad-key"],
+)
+def test_offline_install_checks_the_rendered_config(
+    venv: Path,
+    tmp_path: Path,
+    ansible_env: dict[str, str],
+    variables: dict[str, object],
+    returncode: int,
+    expected: str,
 ) -> None:
-    _, config = render_role_templates(ansible_env, tmp_path, wilo_backend_sensor_driver="sim")
+    _, config = render_role_templates(ansible_env, tmp_path, **variables)
     proc = subprocess.run(
         [str(venv / "bin/wilo-backend"), "check-config", str(config)],
         env=_clean_env(),
@@ -102,26 +119,8 @@ def test_offline_install_runs_check_config_on_the_rendered_config(
         timeout=60,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr
-    assert 'driver = "sim"' in proc.stdout
-
-
-def test_check_config_from_the_offline_install_names_a_bad_key(
-    venv: Path, tmp_path: Path, ansible_env: dict[str, str]
-) -> None:
-    _, config = render_role_templates(
-        ansible_env, tmp_path, wilo_backend_config_overrides={"storage": {"max_filez": 3}}
-    )
-    proc = subprocess.run(
-        [str(venv / "bin/wilo-backend"), "check-config", str(config)],
-        env=_clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 2
-    assert "storage.max_filez: unknown key" in proc.stderr
+    assert proc.returncode == returncode, proc.stderr
+    assert expected in proc.stdout + proc.stderr
 
 
 def test_default_dist_targets_the_pi() -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 DOCUMENTATION = r"""
@@ -69,7 +68,7 @@ def merge_cmdline(text: str, params: dict[str, str]) -> str:
 
 def main() -> None:
     from ansible.module_utils.basic import AnsibleModule
-    from ansible.module_utils.boot_file import backup, write_atomically
+    from ansible.module_utils.boot_file import edit_file
 
     module = AnsibleModule(
         argument_spec={
@@ -79,31 +78,12 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    path = module.params["path"]
     params = {str(k): "" if v is None else str(v) for k, v in module.params["params"].items()}
     bad = [k for k in params if not k or "=" in k or any(c.isspace() for c in k)]
     if bad:
         module.fail_json(msg=f"invalid kernel parameter names: {bad}")
-    if not os.path.isfile(path):
-        module.fail_json(msg=f"{path}: no such file (is the boot partition mounted?)")
-    with open(path, encoding="utf-8") as handle:
-        before = handle.read()
-    try:
-        after = merge_cmdline(before, params)
-    except CmdlineError as exc:
-        module.fail_json(msg=f"{path}: {exc}")
-    result: dict[str, object] = {"changed": after != before, "path": path, "cmdline": after.strip()}
-    if module._diff:
-        result["diff"] = {
-            "before": before,
-            "after": after,
-            "before_header": path,
-            "after_header": path,
-        }
-    if after != before and not module.check_mode:
-        if module.params["backup"]:
-            result["backup_file"] = backup(path)
-        write_atomically(path, after)
+    result = edit_file(module, module.params["path"], lambda text: merge_cmdline(text, params))
+    result["cmdline"] = str(result.pop("content")).strip()
     module.exit_json(**result)
 
 

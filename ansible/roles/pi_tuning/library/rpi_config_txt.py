@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 DOCUMENTATION = r"""
@@ -151,7 +150,7 @@ def ensure_config_txt(text: str, settings: list[str]) -> str:
 
 def main() -> None:
     from ansible.module_utils.basic import AnsibleModule
-    from ansible.module_utils.boot_file import backup, write_atomically
+    from ansible.module_utils.boot_file import edit_file
 
     module = AnsibleModule(
         argument_spec={
@@ -161,27 +160,11 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    path = module.params["path"]
-    if not os.path.isfile(path):
-        module.fail_json(msg=f"{path}: no such file (is the boot partition mounted?)")
-    with open(path, encoding="utf-8") as handle:
-        before = handle.read()
-    try:
-        after = ensure_config_txt(before, module.params["settings"])
-    except SettingError as exc:
-        module.fail_json(msg=str(exc))
-    result: dict[str, object] = {"changed": after != before, "path": path}
-    if module._diff:
-        result["diff"] = {
-            "before": before,
-            "after": after,
-            "before_header": path,
-            "after_header": path,
-        }
-    if after != before and not module.check_mode:
-        if module.params["backup"]:
-            result["backup_file"] = backup(path)
-        write_atomically(path, after)
+    settings = module.params["settings"]
+    result = edit_file(
+        module, module.params["path"], lambda text: ensure_config_txt(text, settings)
+    )
+    result.pop("content")
     module.exit_json(**result)
 
 

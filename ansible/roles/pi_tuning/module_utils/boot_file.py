@@ -6,6 +6,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 
 def backup(path: str) -> str:
@@ -30,3 +32,32 @@ def write_atomically(path: str, content: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def edit_file(module: Any, path: str, edit: Callable[[str], str]) -> dict[str, object]:
+    """Run `edit` over the file's text; write it back (backup first if asked) when it changed.
+
+    `edit` raises ValueError for content it refuses; that fails the task naming the file.
+    Honours check mode and --diff. Returns the module result (changed, path, diff).
+    """
+    if not os.path.isfile(path):
+        module.fail_json(msg=f"{path}: no such file (is the boot partition mounted?)")
+    with open(path, encoding="utf-8") as handle:
+        before = handle.read()
+    try:
+        after = edit(before)
+    except ValueError as exc:
+        module.fail_json(msg=f"{path}: {exc}")
+    result: dict[str, object] = {"changed": after != before, "path": path, "content": after}
+    if module._diff:
+        result["diff"] = {
+            "before": before,
+            "after": after,
+            "before_header": path,
+            "after_header": path,
+        }
+    if after != before and not module.check_mode:
+        if module.params.get("backup"):
+            result["backup_file"] = backup(path)
+        write_atomically(path, after)
+    return result
