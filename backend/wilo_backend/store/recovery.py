@@ -14,6 +14,9 @@ from wilo_backend.store.layout import is_segment_relative
 log = logging.getLogger(__name__)
 
 _TAIL_BYTES = 65536
+# enough for any row, padded ones included (padding is < one 4 KiB block): a cold start reads
+# this much of each retained segment
+_REPAIR_BYTES = 16384
 _PROBE_BYTES = 64
 
 
@@ -50,7 +53,7 @@ def _line_ok(line: bytes) -> bool:
 def repair_tail(path: Path, size: int) -> int:
     """Cut everything after the last complete row (a torn write); returns the new size."""
     with path.open("rb") as f:
-        start = max(len(HEADER), size - _TAIL_BYTES)
+        start = max(len(HEADER), size - _REPAIR_BYTES)
         f.seek(start)
         tail = f.read(size - start)
     keep = len(tail)
@@ -60,7 +63,7 @@ def repair_tail(path: Path, size: int) -> int:
             keep = 0
             break
         line_start = tail.rfind(b"\n", 0, end) + 1
-        # a line cut by the read window (64 KiB back) was written long before: trust it
+        # a line cut by the read window was written long before: trust it
         if (line_start == 0 and start > len(HEADER)) or _line_ok(tail[line_start:end]):
             keep = end + 1
             break
