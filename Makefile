@@ -96,3 +96,10 @@ deploy: dist ## make dist + the deploy playbook (INVENTORY=, PLAYBOOK=, LIMIT= t
 .PHONY: browser
 browser: ## Debian's chromium for the live-page browser test (Playwright's own browser download fails here)
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+# make soak: the service under load with injected faults, every sample accounted (RELIABILITY.md).
+# Needs root for the loop-mounted data filesystem (disk-full window); SOAK_DIR holds log and report.
+SOAK_MINUTES ?= 30
+SOAK_DIR ?= /var/tmp/wilo-soak
+soak: install ## soak test: faults, kills, disk full, clock step under load (SOAK_MINUTES=30)
+	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) --workdir $(SOAK_DIR) $(SOAK_ARGS)

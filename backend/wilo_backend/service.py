@@ -257,6 +257,8 @@ def _configure_logging(level: str) -> None:
         level=getattr(logging, level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # websockets' DEBUG output dumps request lines, headers and frames: the auth token with them
+    logging.getLogger("websockets").setLevel(max(logging.INFO, getattr(logging, level)))
 
 
 async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
