@@ -106,12 +106,12 @@ def child(folder: Path, segments: int, steady_seconds: int) -> dict[str, Any]:
     io_after = _proc_io()
     csv_bytes = store.bytes_written
     appended, rebuilt = store.aggregate_bytes_written
+    store.wait_idle()  # recent() alone, not racing a background rewrite for the CPU
     recent_ms = []
     for _ in range(20):
         t = time.perf_counter()
         store.recent(segments * 60, 3000)
         recent_ms.append((time.perf_counter() - t) * 1000)
-    store.wait_idle()
     evictions = sorted(store.eviction_seconds)
     rebuilds = sorted(store.rebuild_seconds)
     result = {
