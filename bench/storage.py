@@ -103,10 +103,10 @@ def child(folder: Path, segments: int, steady_seconds: int) -> dict[str, Any]:
     t0 = (newest // 60_000_000_000 + 1) * 60_000_000_000
     io_before = _proc_io()
     spent = _feed(store, clock, t0, steady_seconds)
+    store.wait_idle()  # count the last background rewrite; time recent() without it
     io_after = _proc_io()
     csv_bytes = store.bytes_written
     appended, rebuilt = store.aggregate_bytes_written
-    store.wait_idle()  # recent() alone, not racing a background rewrite for the CPU
     recent_ms = []
     for _ in range(20):
         t = time.perf_counter()
