@@ -77,6 +77,8 @@ class StorageStatus:
     free_bytes: int
     rows_written: int
     clock_steps: int
+    # samples dropped while the disk refused writes for longer than the store's backlog holds
+    rows_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,7 +116,7 @@ def test_backlog_is_bounded_while_the_disk_refuses(
 
     monkeypatch.setattr(store_module.Aggregate, "append", refuse)
     feeder.feed(10)
-    assert store.rows_dropped > 0
+    assert store.status().rows_dropped > 0
     assert store.pending_rows <= 2 * 800
     monkeypatch.undo()
     feeder.feed(6)

@@ -703,6 +703,7 @@ class Store:
                 free_bytes=free,
                 rows_written=self.rows_written,
                 clock_steps=self.clock_steps,
+                rows_dropped=self.rows_dropped,
             )
 
     # ---------------------------------------------------------------- introspection (tests, bench)
