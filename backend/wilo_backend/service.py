@@ -213,8 +213,12 @@ class Service:
         self._loop = asyncio.get_running_loop()
         notifier = Notifier()
         await asyncio.to_thread(self.store.open)
-        if self.analytics is not None:
-            await asyncio.to_thread(self.analytics.open)
+        # the feature history loads beside the rest of start-up; analytics skips samples until then
+        analytics_open = (
+            asyncio.ensure_future(asyncio.to_thread(self.analytics.open))
+            if self.analytics is not None
+            else None
+        )
         self.sampler.start()
         self._pump_thread = threading.Thread(target=self._pump, name="pump", daemon=True)
         self._pump_thread.start()
@@ -246,7 +250,8 @@ class Service:
             await asyncio.to_thread(self._pump_thread.join, 10)
             await asyncio.to_thread(self.sampler.stop)
             await asyncio.to_thread(self.store.close)
-            if self.analytics is not None:
+            if self.analytics is not None and analytics_open is not None:
+                await analytics_open
                 await asyncio.to_thread(self.analytics.close)
             notifier.close()
             log.info("stopped cleanly")

@@ -147,3 +147,15 @@ def test_bad_queries_are_refused(tmp_path: Path) -> None:
         analytics.features(0, 10)
     with pytest.raises(ValueError, match="positive"):
         analytics.spectrum(-1)
+
+
+def test_samples_before_the_history_is_loaded_are_skipped_and_counted(tmp_path: Path) -> None:
+    analytics = Analytics(AnalyticsConfig(), tmp_path, fsync=False, clock=FakeClock(START_NS / 1e9))
+    batches = list(tone_batches([(24.5, 1.0)], 3))
+    for batch in batches[:7]:  # 959 samples arrive while open() still runs in its thread
+        analytics.feed(batch)
+    analytics.open()
+    for batch in batches[7:]:
+        analytics.feed(batch)
+    assert analytics.stats().samples_discarded == 7 * 137
+    assert analytics.windows == 1  # samples 959..2399: one whole window, the rest waits

@@ -121,6 +121,8 @@ class Analytics:
         self._window_t_ns = 0
         self._next_index: int | None = None
         self._lock = threading.Lock()
+        self._opened = threading.Event()
+        self._samples_before_open = 0
         bins = self.plan.frequencies_hz.shape[0]
         self._spectra = np.zeros((SPECTRUM_HISTORY_WINDOWS, len(CHANNELS), bins), np.float32)
         self._spectra_count = 0
@@ -134,8 +136,14 @@ class Analytics:
         self._compute_seconds = 0.0
 
     def open(self) -> None:
-        """Load the stored trends (blocking file I/O: call from a thread at start-up)."""
-        self.store.open()
+        """Load the stored trends (blocking: 30 days take ~0.4 s of CPU here, so the service
+        runs it beside its start-up); `feed` ignores samples until it has finished."""
+        try:
+            self.store.open()
+        except Exception:  # a bug in loading history must not cost the live analysis
+            log.exception("loading the feature history failed; trends start empty")
+        finally:
+            self._opened.set()
 
     def close(self) -> None:
         """Write the pending minute roll-up and close the files."""
@@ -151,6 +159,9 @@ class Analytics:
         """
         n = len(batch)
         if n == 0:
+            return
+        if not self._opened.is_set():
+            self._samples_before_open += n  # history still loading: rows would land out of order
             return
         if self._next_index is not None and batch.first_index != self._next_index:
             self._gaps += 1
@@ -264,7 +275,7 @@ class Analytics:
             windows=self._windows,
             samples=self._samples,
             gaps=self._gaps,
-            samples_discarded=self._samples_discarded,
+            samples_discarded=self._samples_discarded + self._samples_before_open,
             zone=self.zone,
             zone_changes=self._zone_changes,
             compute_seconds=self._compute_seconds,
