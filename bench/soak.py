@@ -40,7 +40,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICE = [str(ROOT / ".venv" / "bin" / "wilo-backend"), "run", "--sensor", "sim"]
+PYTHON = ROOT / ".venv" / "bin" / "python"
+# `wilo-backend run`, from a copy of the package taken at the start (PYTHONPATH wins over the
+# editable install), so every restart runs the same code even while the tree is being edited
+SERVICE = [str(PYTHON), "-m", "wilo_backend.cli", "run", "--sensor", "sim"]
 RATE_HZ = 800.0
 PERIOD_US = 1e6 / RATE_HZ
 DAY_S = 86_400.0
@@ -113,6 +116,7 @@ class Soak:
         self.config_file = self.work / "config.toml"
         self.log_file = self.work / "service.log"
         self.downloads = self.work / "downloads"
+        self.code = self.work / "code"
         self.mounted = False
         self.port = _free_port()
         self.long = self.total_s >= 600
@@ -140,6 +144,11 @@ class Soak:
         self.work.mkdir(parents=True)
         self.mount.mkdir()
         self.downloads.mkdir()
+        shutil.copytree(
+            ROOT / "backend" / "wilo_backend",
+            self.code / "wilo_backend",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
         size_mb = int(256 + self.minutes * 24)
         if os.geteuid() == 0:
             subprocess.run(["truncate", "-s", f"{size_mb}M", str(self.image)], check=True)
@@ -254,6 +263,7 @@ class Soak:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(self.code)},
         )
         log.close()
         inc = Incarnation(len(self.incarnations), self.process.pid, now())
@@ -308,14 +318,14 @@ class Soak:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/"
 
-    async def _connect(self, max_size: int = 2**24) -> ClientConnection:
-        while True:
+    async def _connect(self, max_size: int = 2**24) -> ClientConnection | None:
+        """A new client connection, retried while the service restarts; None once stopping."""
+        while not self.stopping:
             try:
                 return await connect(self.url(), open_timeout=5, max_size=max_size)
             except (OSError, InvalidHandshake, TimeoutError):
-                if self.stopping:
-                    raise
                 await asyncio.sleep(0.3)
+        return None
 
     def _dropped(self, reason: str) -> None:
         if not self.stopping:
@@ -324,9 +334,8 @@ class Soak:
     async def subscriber(self, n: int) -> None:
         rate = None if n % 5 == 0 else [200.0, 100.0, 50.0, 20.0][n % 4]
         while not self.stopping:
-            try:
-                ws = await self._connect()
-            except (OSError, InvalidHandshake, TimeoutError):
+            ws = await self._connect()
+            if ws is None:
                 return
             try:
                 request: dict[str, Any] = {"command": "subscribe_live", "request_id": f"s{n}"}
@@ -359,9 +368,8 @@ class Soak:
         """get_status each second (the sampler's counters), RSS and /metrics every 5 s."""
         last_rss = 0.0
         while not self.stopping:
-            try:
-                ws = await self._connect()
-            except (OSError, InvalidHandshake, TimeoutError):
+            ws = await self._connect()
+            if ws is None:
                 return
             try:
                 while not self.stopping:
@@ -409,9 +417,8 @@ class Soak:
         files: list[str] = []
         k = n
         while not self.stopping:
-            try:
-                ws = await self._connect()
-            except (OSError, InvalidHandshake, TimeoutError):
+            ws = await self._connect()
+            if ws is None:
                 return
             try:
                 while not self.stopping:
@@ -442,7 +449,10 @@ class Soak:
         while not self.stopping:
             await asyncio.sleep(every_s)
             with contextlib.suppress(ConnectionClosed, OSError, InvalidHandshake, TimeoutError):
-                async with await self._connect() as ws:
+                ws = await self._connect()
+                if ws is None:
+                    return
+                async with ws:
                     for i in range(300):
                         await ws.send(json.dumps({"command": "get_status", "request_id": i}))
                     seen = 0
@@ -479,7 +489,10 @@ class Soak:
         while not self.stopping:
             await asyncio.sleep(every_s)
             try:
-                async with await self._connect() as ws:
+                ws = await self._connect()
+                if ws is None:
+                    return
+                async with ws:
                     for frame in frames:
                         await ws.send(frame)
                         while True:
@@ -507,7 +520,10 @@ class Soak:
         while not self.stopping:
             await asyncio.sleep(every_s)
             with contextlib.suppress(ConnectionClosed, OSError, InvalidHandshake):
-                async with await self._connect() as ws:
+                ws = await self._connect()
+                if ws is None:
+                    return
+                async with ws:
                     try:
                         reply = await asyncio.wait_for(
                             self._ask(ws, {"command": "export_all_csv_zip"}), 300
@@ -589,8 +605,10 @@ class Soak:
         await asyncio.sleep(max(0.0, self.started + self.total_s - now()))
         # a last counter poll right before the stop
         with contextlib.suppress(Exception):
-            async with await self._connect() as ws:
-                reply = await self._ask(ws, {"command": "get_status"})
+            last = await self._connect()
+            assert last is not None  # not stopping yet
+            async with last:
+                reply = await self._ask(last, {"command": "get_status"})
                 self.incarnations[-1].polls.append((now(), reply["data"]))
         self.stopping = True
         await self.stop()
@@ -1031,8 +1049,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", type=Path, help="also write the report here")
     parser.add_argument("--keep", action="store_true", help="keep the data image afterwards")
     args = parser.parse_args(argv)
-    if not Path(SERVICE[0]).exists():
-        print(f"soak: {SERVICE[0]} missing; run `make install`", file=sys.stderr)
+    if not PYTHON.exists():
+        print(f"soak: {PYTHON} missing; run `make install`", file=sys.stderr)
         return 2
     soak = Soak(args)
     soak.prepare()

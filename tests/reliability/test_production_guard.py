@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import configparser
 import re
-import subprocess
 from pathlib import Path
+
+from deploy.test_no_production import _dry_run as _make_dry_run
+from deploy.test_no_production import _make_targets
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = (REPO / "ansible" / "inventory" / "production.yml").resolve()
@@ -42,18 +44,6 @@ COMMENT = re.compile(r"(?m)(^|\s)#.*$")
 def _offenders(text: str, base: Path) -> list[str]:
     text = " " + COMMENT.sub(r"\1", text)
     return [m for m in INVENTORY_REF.findall(text) if m != "/" and resolves_to_production(m, base)]
-
-
-def _make_dry_run(target: str) -> str:
-    proc = subprocess.run(
-        ["make", "-n", "--no-print-directory", target],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    return proc.stdout + proc.stderr
 
 
 def test_the_resolver_sees_every_way_to_name_production() -> None:
@@ -88,8 +78,7 @@ def test_no_test_or_ci_file_would_load_the_production_inventory() -> None:
 
 
 def test_no_make_target_but_deploy_would_load_it() -> None:
-    text = (REPO / "Makefile").read_text()
-    targets = sorted(set(re.findall(r"^([a-z][a-z0-9-]*):(?!=)", text, re.MULTILINE)))
+    targets = _make_targets()
     assert "deploy" in targets and "soak" in targets
     assert _offenders(_make_dry_run("deploy"), REPO)  # the guard sees the one legitimate use
     offenders = {t: _offenders(_make_dry_run(t), REPO) for t in targets if t != "deploy"}
