@@ -117,6 +117,7 @@ class Soak:
         self.log_file = self.work / "service.log"
         self.downloads = self.work / "downloads"
         self.code = self.work / "code"
+        self.revision = ""
         self.mounted = False
         self.port = _free_port()
         self.long = self.total_s >= 600
@@ -144,6 +145,7 @@ class Soak:
         self.work.mkdir(parents=True)
         self.mount.mkdir()
         self.downloads.mkdir()
+        self.revision = _revision()
         shutil.copytree(
             ROOT / "backend" / "wilo_backend",
             self.code / "wilo_backend",
@@ -620,6 +622,22 @@ class Soak:
 # ---------------------------------------------------------------------- helpers
 
 
+def _revision() -> str:
+    """The commit the soak ran, and whether the tree had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "an unknown revision"
+    return f"`{head}`"
+
+
 def _verify_zip(path: Path, file_count: int) -> None:
     """The export holds as many CSVs as announced and every member's CRC is right."""
     with zipfile.ZipFile(path) as archive:
@@ -933,7 +951,8 @@ def analyse(soak: Soak) -> tuple[str, bool]:
     lines = [
         f"## Soak: {soak.minutes:g} minutes — {'PASS' if passed else 'FAIL'}",
         "",
-        f"`make soak SOAK_MINUTES={soak.minutes:g}`, {started:%Y-%m-%d %H:%M} UTC, data on "
+        f"`make soak SOAK_MINUTES={soak.minutes:g}` at {soak.revision}, "
+        f"{started:%Y-%m-%d %H:%M} UTC, data on "
         f"{where}, fsync on; {SUBSCRIBERS} live subscribers, 3 readers, floods, malformed frames, "
         "exports.",
         "",
