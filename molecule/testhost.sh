@@ -8,7 +8,7 @@
 #                                          LAYOUT = bookworm (/boot/firmware/*.txt) | legacy (/boot/*.txt)
 #   testhost.sh ssh NAME CMD...            run CMD on the test host as root
 #   testhost.sh down NAME                  stop by PID, remove cgroups, unmount, delete veth + run dir
-#   testhost.sh leftovers                  list anything of ours still on this machine; rc 1 if any
+#   testhost.sh leftovers [NAME...]        list what is left of (these) test hosts; rc 1 if any
 #
 # Works without systemd as the host's init and with hybrid cgroup v1 (hence --register=no
 # --keep-unit and a cgroup of our own), as on the CI machines. Needs root.
@@ -226,15 +226,19 @@ down() {
 }
 
 leftovers() {
-  local found=0
-  if ls -d "$STATE"/run-* >/dev/null 2>&1; then ls -d "$STATE"/run-* >&2; found=1; fi
-  if grep -E "$STATE|wilo-testhost" /proc/mounts >&2; then found=1; fi
-  if ls -d /sys/fs/cgroup/*/wilo-testhost-* >/dev/null 2>&1; then ls -d /sys/fs/cgroup/*/wilo-testhost-* >&2; found=1; fi
-  if ip -o link show | grep -E ' ve-[^:]+[:@]' >&2; then found=1; fi
-  if pgrep -a -x systemd-nspawn >&2; then found=1; fi
-  # a network namespace other than ours would show as a process; list named ones too
-  if [ -n "$(ip netns list 2>/dev/null)" ]; then ip netns list >&2; found=1; fi
-  [ $found = 0 ] && log "nothing left behind (processes, mounts, cgroups, veths, netns)"
+  # no NAME: any test host of this script; with NAMEs: only those (others may be someone else's)
+  local found=0 pat='[a-z0-9-]+' n
+  if [ $# -gt 0 ]; then
+    for n in "$@"; do valid_name "$n"; done
+    pat="($(IFS='|'; echo "$*"))"
+  fi
+  if ls "$STATE" 2>/dev/null | grep -Ex "run-$pat" >&2; then found=1; fi
+  if grep -E "$STATE/run-$pat/" /proc/mounts >&2; then found=1; fi
+  if ls /sys/fs/cgroup/*/ 2>/dev/null | grep -Ex "wilo-testhost-$pat" >&2; then found=1; fi
+  if ip -o link show | grep -E " ve-$pat[:@]" >&2; then found=1; fi
+  if pgrep -a -x systemd-nspawn | grep -E " -M $pat " >&2; then found=1; fi
+  # a network namespace lives as long as a process in it (or a bind mount, listed above)
+  if [ "$found" = 0 ]; then log "nothing left behind (processes, mounts, cgroups, veths, netns)"; fi
   return $found
 }
 
@@ -243,6 +247,6 @@ case "${1:-}" in
   up) [ $# = 4 ] || die "usage: $0 up NAME NET LAYOUT"; up "$2" "$3" "$4" ;;
   down) [ $# = 2 ] || die "usage: $0 down NAME"; down "$2" ;;
   ssh) [ $# -ge 3 ] || die "usage: $0 ssh NAME CMD..."; set_instance "$2"; shift 2; ssh_cmd; "${SSH[@]}" "$@" ;;
-  leftovers) leftovers ;;
-  *) echo "usage: $0 build | up NAME NET bookworm|legacy | ssh NAME CMD... | down NAME | leftovers" >&2; exit 2 ;;
+  leftovers) shift; leftovers "$@" ;;
+  *) echo "usage: $0 build | up NAME NET bookworm|legacy | ssh NAME CMD... | down NAME | leftovers [NAME...]" >&2; exit 2 ;;
 esac
