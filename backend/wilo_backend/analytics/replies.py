@@ -6,7 +6,6 @@ from typing import Any, Final
 
 from wilo_backend.analytics.engine import Analytics
 
-FEATURE_COMMANDS: Final = frozenset({"get_features", "get_spectrum"})
 DEFAULT_FEATURE_SECONDS: Final = 3600.0
 DEFAULT_FEATURE_POINTS: Final = 1000
 DEFAULT_SPECTRUM_SECONDS: Final = 10.0
