@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-SECTIONS = ("acquisition", "storage", "server")
+SECTIONS = ("acquisition", "storage", "server", "analytics")
 OUTPUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
