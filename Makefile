@@ -22,6 +22,8 @@ DIST_PIP_PLATFORMS = --platform manylinux2014_$(DIST_PLATFORM) \
 INVENTORY ?= ansible/inventory/production.yml
 PLAYBOOK ?= ansible/deploy.yml
 LIMIT ?=
+# More ansible-playbook arguments for make deploy, e.g. ANSIBLE_ARGS="--check --diff".
+ANSIBLE_ARGS ?=
 
 .PHONY: help install run test lint bench dist molecule deploy soak clean
 
@@ -79,7 +81,13 @@ molecule: install ## Molecule scenarios (default, legacy, fleet) on nspawn test 
 dist: install ## wheel + wheelhouse for the target (DIST_PLATFORM=aarch64|x86_64, TARGET_PYTHON=3.11)
 	rm -rf $(DIST_DIR)/wheelhouse $(DIST_DIR)/build-info.json $(DIST_DIR)/SHA256SUMS
 	mkdir -p $(DIST_DIR)/wheelhouse
-	$(BIN)/pip wheel --quiet --no-deps --wheel-dir $(DIST_DIR)/wheelhouse .
+	# From a clean copy (no stale build/ files) with zip times from the last commit: the same
+	# sources give a byte-identical wheel, so an unchanged deploy is the same release (no restart).
+	set -e; src=$$(mktemp -d); trap 'rm -rf "$$src"' EXIT; \
+	  tar -c --exclude=__pycache__ --exclude='*.egg-info' pyproject.toml README.md backend/wilo_backend \
+	    | tar -x -C "$$src"; \
+	  SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) \
+	    $(BIN)/pip wheel --quiet --no-deps --wheel-dir $(DIST_DIR)/wheelhouse "$$src"
 	$(BIN)/pip download --quiet --only-binary=:all: $(DIST_PIP_PLATFORMS) \
 	  --python-version $(TARGET_PYTHON) --implementation cp --abi cp$(subst .,,$(TARGET_PYTHON)) \
 	  --dest $(DIST_DIR)/wheelhouse -r backend/requirements.txt
@@ -93,7 +101,7 @@ dist: install ## wheel + wheelhouse for the target (DIST_PLATFORM=aarch64|x86_64
 # The only target that uses the production inventory (tests/deploy/test_no_production.py).
 deploy: dist ## make dist + the deploy playbook (INVENTORY=, PLAYBOOK=, LIMIT= to override)
 	ANSIBLE_CONFIG=$(abspath ansible/ansible.cfg) $(BIN)/ansible-playbook -i $(INVENTORY) $(PLAYBOOK) \
-	  -e wilo_backend_dist_dir=$(abspath $(DIST_DIR)) $(if $(LIMIT),--limit $(LIMIT))
+	  -e wilo_backend_dist_dir=$(abspath $(DIST_DIR)) $(if $(LIMIT),--limit $(LIMIT)) $(ANSIBLE_ARGS)
 
 .PHONY: browser
 browser: ## Debian's chromium for the live-page browser test (Playwright's own browser download fails here)

@@ -6,11 +6,12 @@
 #                                      over SSH to one Pi (dist for DIST_PLATFORM, default aarch64)
 #
 # PLAYBOOK=ansible/site.yml also tunes the Pi (boot files, governor; see README "Deployment").
+# ANSIBLE_ARGS="-e wilo_backend_sensor_driver=sim" passes arguments on to ansible-playbook.
 # DRY_RUN=1 prints the inventory and the command instead of running them.
 set -euo pipefail
 
 usage() {
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
 }
 
 cd "$(dirname "$0")/.."

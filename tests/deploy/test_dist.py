@@ -20,9 +20,7 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
 
 
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("dist")
+def _make_dist(out: Path) -> None:
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     proc = subprocess.run(
         [
@@ -40,6 +38,12 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    _make_dist(out)
     return out
 
 
@@ -121,6 +125,14 @@ def test_offline_install_checks_the_rendered_config(
     )
     assert proc.returncode == returncode, proc.stderr
     assert expected in proc.stdout + proc.stderr
+
+
+def test_same_sources_build_the_same_dist_so_a_redeploy_is_no_change(
+    dist: Path, tmp_path: Path
+) -> None:
+    # The role names a release after SHA256SUMS: a rebuilt but unchanged wheel must hash the same.
+    _make_dist(tmp_path)
+    assert (tmp_path / "SHA256SUMS").read_text() == (dist / "SHA256SUMS").read_text()
 
 
 def test_default_dist_targets_the_pi() -> None:
