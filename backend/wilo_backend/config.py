@@ -68,7 +68,8 @@ class SimConfig:
     """The simulated MPU-6050's signal, clock and injected faults."""
 
     vibration_hz: float = _setting(24.5, _between(0.0, 499.0), "pump fundamental, Hz")
-    vibration_ms2: float = _setting(1.5, _between(0.0, 150.0), "fundamental amplitude, m/s²")
+    # 0.3 m/s² at 24.5 Hz ≈ 1.4 mm/s velocity RMS: zone B, a healthy small pump (1.5 was zone D)
+    vibration_ms2: float = _setting(0.3, _between(0.0, 150.0), "fundamental amplitude, m/s²")
     harmonics: int = _setting(3, _between(0, 10), "number of harmonics (amplitude 1/k)")
     noise_ms2: float = _setting(0.05, _between(0.0, 50.0), "white noise RMS, m/s²")
     clock_error: float = _setting(
