@@ -38,7 +38,11 @@ set_instance() {
   valid_name "$1"
   NAME=$1
   RUN=$STATE/run-$NAME
-  CG=(/sys/fs/cgroup/systemd/wilo-testhost-"$NAME" /sys/fs/cgroup/unified/wilo-testhost-"$NAME")
+  if [ -d /sys/fs/cgroup/systemd ]; then   # hybrid v1 (this project's CI machines): both hierarchies
+    CG=(/sys/fs/cgroup/systemd/wilo-testhost-"$NAME" /sys/fs/cgroup/unified/wilo-testhost-"$NAME")
+  else                                     # pure cgroup v2 (e.g. a systemd-booted runner; untested)
+    CG=(/sys/fs/cgroup/wilo-testhost-"$NAME")
+  fi
 }
 
 ssh_cmd() {
@@ -51,8 +55,9 @@ ssh_cmd() {
 install_deps() {
   local missing=() cmd pkg
   for cmd in debootstrap:debootstrap systemd-nspawn:systemd-container ip:iproute2 \
-             ssh:openssh-client ssh-keygen:openssh-client nsenter:util-linux; do
-    command -v "${cmd%%:*}" >/dev/null || missing+=("${cmd##*:}")
+             ssh:openssh-client ssh-keygen:openssh-client nsenter:util-linux \
+             /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring; do
+    command -v "${cmd%%:*}" >/dev/null || [ -e "${cmd%%:*}" ] || missing+=("${cmd##*:}")
   done
   [ ${#missing[@]} = 0 ] && return 0
   log "installing ${missing[*]}"
@@ -234,7 +239,7 @@ leftovers() {
   fi
   if ls "$STATE" 2>/dev/null | grep -Ex "run-$pat" >&2; then found=1; fi
   if grep -E "$STATE/run-$pat/" /proc/mounts >&2; then found=1; fi
-  if ls /sys/fs/cgroup/*/ 2>/dev/null | grep -Ex "wilo-testhost-$pat" >&2; then found=1; fi
+  if ls /sys/fs/cgroup/ /sys/fs/cgroup/*/ 2>/dev/null | grep -Ex "wilo-testhost-$pat" >&2; then found=1; fi
   if ip -o link show | grep -E " ve-$pat[:@]" >&2; then found=1; fi
   if pgrep -a -x systemd-nspawn | grep -E " -M $pat " >&2; then found=1; fi
   # a network namespace lives as long as a process in it (or a bind mount, listed above)
