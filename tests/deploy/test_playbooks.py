@@ -66,14 +66,15 @@ def test_production_inventory_has_the_pi_on_port_2121_in_the_fleet_group(
     assert host["ansible_host"] == "172.168.4.70"
     assert host["ansible_port"] == 2121
     assert host["pi_tuning_reboot"] is True
-    assert host["wilo_serial"] == [1, "25%"]
-    assert host["wilo_max_fail_percentage"] == 0
+    # serial is templated before hosts exist: an inventory value would be silently ignored
+    assert "wilo_serial" not in host
+    assert "wilo_max_fail_percentage" not in host
 
 
 def test_every_playbook_targets_the_fleet_in_serial_batches() -> None:
     for name in ("site.yml", "deploy.yml", "rollback.yml"):
         (play,) = yaml.safe_load((ANSIBLE_DIR / name).read_text())
         assert play["hosts"] == "{{ wilo_hosts | default('wilo_pis') }}", name
-        assert "wilo_serial" in str(play["serial"]), name
+        assert play["serial"] == "{{ wilo_serial | default([1, '25%']) }}", name
         assert "wilo_max_fail_percentage" in str(play["max_fail_percentage"]), name
         assert play["become"] is True, name
