@@ -914,6 +914,10 @@ def analyse(soak: Soak) -> tuple[str, bool]:
         else:
             line += " (shorter than the warm-up) |"
         rss_lines.append(line)
+    series = ", ".join(
+        f"{r[1] / 2**20:.0f}"
+        for r in final.rss[:: max(1, round(60 / 5))]  # one sample a minute (taken every 5 s)
+    )
     restarts = [
         (inc.ended - 1.0, (nxt.ready or inc.ended) + 10.0)
         for inc, nxt in itertools.pairwise(incs)
@@ -1016,6 +1020,8 @@ def analyse(soak: Soak) -> tuple[str, bool]:
         "| after warm-up: start → end (peak), growth |",
         "|---:|---:|---:|---:|---:|---|",
         *rss_lines,
+        "",
+        f"Main-process RSS of run {final.index}, once a minute from its start (MiB): {series}",
         "",
         "### Faults injected",
         "",
