@@ -10,6 +10,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from wilo_backend.store import csvformat
 from wilo_backend.store.csvformat import HEADER, format_rows, pad_rows, padding_for, parse_rows
 
 T0_NS = 1_795_792_920_000_000_000
@@ -78,3 +79,19 @@ def test_padding_for_block_multiples() -> None:
     assert padding_for(100, 4096) == 3996
     assert padding_for(8193, 4096) == 4095
     assert padding_for(0, 4096) == 4096
+
+
+def test_a_whole_segment_parses_in_bounded_passes_with_the_same_result() -> None:
+    # 60 s at 800 Hz is ~3 MB, over a dozen PARSE_CHUNK_BYTES passes; some lines are long
+    n = 48_000
+    t_ns = 1_795_792_920 * 10**9 + np.arange(n, dtype=np.int64) * 1_250_000
+    xyz = (
+        np.random.default_rng(3).normal(0.0, 1.0, (n, 3))
+        * np.where(np.arange(n) % 997 == 0, 1e6, 1.0)[:, None]
+    )
+    data = format_rows(t_ns, xyz)
+    assert len(data) > 10 * csvformat.PARSE_CHUNK_BYTES
+    t_back, xyz_back, accel_back = parse_rows(data)
+    assert np.array_equal(t_back, t_ns)
+    assert np.allclose(xyz_back, xyz, atol=1e-6, rtol=0)
+    assert np.allclose(accel_back, np.linalg.norm(xyz, axis=1), atol=1e-5, rtol=1e-12)

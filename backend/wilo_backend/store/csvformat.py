@@ -169,8 +169,36 @@ def _parse_timestamps(stamp: UInt8Array) -> Int64Array:
     return out
 
 
+# Rows parsed per pass: the vectorised parse needs ~10× the input in temporaries, so a whole
+# 60 s segment at once (3.6 MB) cost ~39 MiB, which malloc then kept. 256 KiB passes cap it.
+PARSE_CHUNK_BYTES = 256 * 1024
+
+
 def parse_rows(data: bytes) -> tuple[Int64Array, Float64Array, Float64Array]:
     """(t_ns, xyz, acceleration) from CSV rows without header; every line must be complete."""
+    if len(data) > PARSE_CHUNK_BYTES:
+        return _parse_in_chunks(data)
+    return _parse_chunk(data)
+
+
+def _parse_in_chunks(data: bytes) -> tuple[Int64Array, Float64Array, Float64Array]:
+    view = memoryview(data)
+    parts: list[tuple[Int64Array, Float64Array, Float64Array]] = []
+    start = 0
+    while start < len(data):
+        end = data.rfind(b"\n", start, start + PARSE_CHUNK_BYTES) + 1
+        if end <= start:  # no newline in a whole chunk: take the line, however long
+            end = data.find(b"\n", start + PARSE_CHUNK_BYTES) + 1 or len(data)
+        parts.append(_parse_chunk(bytes(view[start:end])))
+        start = end
+    return (
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )
+
+
+def _parse_chunk(data: bytes) -> tuple[Int64Array, Float64Array, Float64Array]:
     if not data:
         return (
             np.empty(0, dtype=np.int64),
