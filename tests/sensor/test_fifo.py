@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wilo_backend.sensor.fifo import FifoReader
+from wilo_backend.sensor import registers as r
+from wilo_backend.sensor.fifo import SILENT_NS, FifoReader
+from wilo_backend.sensor.mpu6050 import SensorError
+from wilo_backend.sensor.sim import SimMpu6050
 from wilo_backend.sensor.timebase import Timebase
 
 from .simhelp import configured
@@ -25,6 +29,7 @@ class Polls:
         self.firsts: list[int] = []
         self.arrays: list[np.ndarray] = []  # type: ignore[type-arg]
         self.lost_at: list[int] = []
+        self.start = (reader.next_index, reader.counters.lost)  # numbering and losses before
 
     def poll(self) -> None:
         result = self.reader.poll()
@@ -35,7 +40,7 @@ class Polls:
 
     def assert_numbering(self) -> None:
         """Batches never overlap, and every jump in numbering is exactly what was counted lost."""
-        expected, lost_before = 0, 0
+        expected, lost_before = self.start
         for first, samples, lost in zip(self.firsts, self.arrays, self.lost_at, strict=True):
             assert first - expected == lost - lost_before
             expected, lost_before = first + samples.shape[0], lost
@@ -127,3 +132,63 @@ def test_any_poll_schedule_accounts_for_every_sample(intervals: list[int], error
     accounted = reader.counters.samples + reader.counters.lost
     assert produced - 25 <= accounted <= produced + 3 * reader.counters.resets + 3
     assert reader.counters.resets == reader.counters.overflows + reader.counters.misaligned
+
+
+def _fail_reset_writes(sim: SimMpu6050, plan: list[int]) -> None:
+    """Reset attempt k fails at its USER_CTRL write plan[k] (0 = the reset write, which also
+    stops the FIFO, 1 = the re-enable write), through the simulator's own fault injection."""
+    original = sim.write_byte_data
+    attempt = [-1]
+
+    def write(i2c_addr: int, register: int, value: int) -> None:
+        if register == r.USER_CTRL:
+            step = 0 if value & r.USER_FIFO_RESET else 1
+            attempt[0] += step == 0
+            if attempt[0] < len(plan) and plan[attempt[0]] == step:
+                sim.fail_next(1)
+        original(i2c_addr, register, value)
+
+    sim.write_byte_data = write  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("plan", [[0], [1], [0, 0, 0], [1, 1, 1], [1, 0, 1, 1]])
+def test_failed_fifo_reset_is_retried_until_the_fifo_fills_again(plan: list[int]) -> None:
+    clock, sim, reader = _reader()
+
+    def ticks_unnumbered() -> int:
+        """Sample-clock ticks minus the reader's numbering of everything in or out of the FIFO."""
+        held = int(reader.driver.fifo_count()) // r.ACCEL_SAMPLE_BYTES
+        return int(sim.sample_ticks()) - (int(reader.next_index) + held)
+
+    _poll_for(reader, clock, 1.0)
+    offset = ticks_unnumbered()  # from before the FIFO started (power-on to configure)
+    _fail_reset_writes(sim, plan)
+    clock.advance(10_000_000)
+    sim.misalign_fifo()  # forces a reset; its first len(plan) attempts fail
+    index_before = reader.next_index
+    polls = _poll_for(reader, clock, 1.0)  # raises SensorError if it gives up on the device
+    counters = reader.counters
+    assert counters.resets == 1 and counters.misaligned == 1  # one fault, one (finished) reset
+    assert counters.i2c_errors == sim.failed_transfers == len(plan)
+    polls.assert_numbering()
+    # sampling resumes within a poll or two of the last failed attempt (15 ms polls)
+    resumed_after_s = (polls.firsts[0] - index_before) / 1000.0
+    assert resumed_after_s <= (len(plan) + 3) * 0.015
+    # numbering follows the sensor clock through the outage: what is missing is counted lost
+    assert abs(ticks_unnumbered() - offset) <= 1
+    assert counters.samples + counters.lost == reader.next_index
+    assert counters.lost >= 10 * len(plan)  # the outage cost ≥ one poll interval per attempt
+
+
+def test_device_gone_during_a_reset_is_given_up_within_the_silence_bound() -> None:
+    clock, sim, reader = _reader()
+    _poll_for(reader, clock, 1.0)
+    clock.advance(10_000_000)
+    sim.misalign_fifo()
+    sim.vanish()  # the reset that follows can never finish
+    gone_ns = clock.t_ns
+    with pytest.raises(SensorError, match="no answer for"):
+        _poll_for(reader, clock, 2.0)
+    # silence counts from the last answer, one 10 ms advance before the device went
+    assert SILENT_NS - 10_000_000 < clock.t_ns - gone_ns <= SILENT_NS + 2 * 15_000_000
+    assert reader.counters.resets == 0  # the reset never finished, so no loss was booked

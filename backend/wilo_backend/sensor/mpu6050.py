@@ -113,6 +113,10 @@ class Mpu6050:
         self._write(r.USER_CTRL, r.USER_FIFO_RESET)
         self._write(r.USER_CTRL, r.USER_FIFO_EN)
 
+    def fifo_enabled(self) -> bool:
+        """USER_CTRL.FIFO_EN as the chip holds it (a failed write may or may not have landed)."""
+        return bool(self.bus.read_byte_data(self.address, r.USER_CTRL) & r.USER_FIFO_EN)
+
     def fifo_overflowed(self) -> bool:
         """INT_STATUS.FIFO_OFLOW since the last look (reading clears it)."""
         return bool(self.bus.read_byte_data(self.address, r.INT_STATUS) & r.FIFO_OFLOW)

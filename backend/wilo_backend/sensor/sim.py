@@ -120,6 +120,10 @@ class SimMpu6050:
         self._advance()
         self._fifo.append(0)
 
+    def sample_ticks(self) -> int:
+        """Sample-clock ticks since power-on, whether the FIFO stored them or not (for tests)."""
+        return math.floor(self._chip_seconds(self.clock.now_ns()) * self._sample_rate_hz()) + 1
+
     # ---- chip model -------------------------------------------------------------------------
 
     def _power_on(self, now_ns: int) -> None:
