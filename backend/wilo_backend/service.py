@@ -124,6 +124,7 @@ class Service:
                 "bytes_retained": storage.bytes_retained,
                 "free_bytes": storage.free_bytes,
                 "clock_steps": storage.clock_steps,
+                "rows_dropped": storage.rows_dropped,
             },
         }
 

@@ -48,7 +48,7 @@ def test_metrics_carry_sampler_storage_and_server_figures() -> None:
         deviation_hist_counts=[90, 8, 1, 1],
         alive=True,
     )
-    storage = StorageStatus(False, "disk full", 120, "x.csv", 300_000_000, 5_000_000, 9, 0)
+    storage = StorageStatus(False, "disk full", 120, "x.csv", 300_000_000, 5_000_000, 9, 0, 42)
     counters = ServerCounters(clients=3, live_frames_dropped_total=17)
     counters.reject("max_clients")
     counters.reject("max_clients")
@@ -58,6 +58,7 @@ def test_metrics_carry_sampler_storage_and_server_figures() -> None:
     assert values['wilo_samples_lost_total{cause="missed_deadline"}'] == 2
     assert values['wilo_samples_lost_total{cause="handoff"}'] == 3
     assert values["wilo_i2c_errors_total"] == 4
+    assert values["wilo_storage_rows_dropped_total"] == 42
     assert values['wilo_deadline_deviation_us{quantile="0.99"}'] == 12.5
     assert values['wilo_deadline_deviation_hist_us_bucket{le="50"}'] == 98
     assert values['wilo_deadline_deviation_hist_us_bucket{le="+Inf"}'] == 100

@@ -130,6 +130,12 @@ def _storage(out: _Writer, storage: StorageStatus) -> None:
     )
     out.one("wilo_storage_free_bytes", "gauge", "Free bytes on the data disk.", storage.free_bytes)
     out.one("wilo_storage_rows_total", "counter", "CSV rows written.", storage.rows_written)
+    out.one(
+        "wilo_storage_rows_dropped_total",
+        "counter",
+        "Rows dropped after a long disk failure outgrew the in-memory backlog.",
+        storage.rows_dropped,
+    )
     out.one("wilo_clock_steps_total", "counter", "Wall-clock steps seen.", storage.clock_steps)
 
 
