@@ -280,6 +280,7 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 
 
 def _return_large_frees_to_the_os() -> None:
@@ -295,6 +296,9 @@ def _return_large_frees_to_the_os() -> None:
         return
     libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024)
     libc.mallopt(M_TRIM_THRESHOLD, 1024 * 1024)
+    # each worker thread (exports, CSV reads) would otherwise get an arena of its own that
+    # keeps its high-water mark; two are plenty for a pump thread and a few request threads
+    libc.mallopt(M_ARENA_MAX, 2)
 
 
 def run_service(config: Config) -> int:

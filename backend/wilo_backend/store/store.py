@@ -90,6 +90,9 @@ class Store:
         self._tz = zoneinfo.ZoneInfo(config.timezone)
         self._segment_ns = config.segment_seconds * NS_PER_S
         self._lock = threading.RLock()
+        # One segment parse at a time: each holds ~12 MB of temporaries for a 60 s segment, and
+        # several dashboards clicking at once would otherwise stack them (RSS ≤ 100 MB, SPEC §8).
+        self._csv_read_slot = threading.Lock()
         self._segments: list[Segment] = []  # retained, oldest first (recording order)
         self._by_relative: dict[str, Segment] = {}
         self._runs: list[OpenRun] = []  # unwritten data, oldest first; last one may be open
@@ -665,15 +668,19 @@ class Store:
         with self._lock:
             seg = self._by_relative.get(relative)
             committed = seg.size if seg else 0
-        try:
-            with path.open("rb") as f:
-                data = f.read(committed)
-        except FileNotFoundError:
-            raise PathRejectedError(f"file {relative!r} was rotated out") from None
-        body = data[len(HEADER) :]
-        body = body[: body.rfind(b"\n") + 1]
-        t, xyz, accel = parse_rows_lenient(body)
-        return points_to_rows(decimate(make_points(t, xyz, accel), max(1, max_points)))
+        with self._csv_read_slot:
+            try:
+                with path.open("rb") as f:
+                    data = f.read(committed)
+            except FileNotFoundError:
+                raise PathRejectedError(f"file {relative!r} was rotated out") from None
+            body = data[len(HEADER) :]
+            body = body[: body.rfind(b"\n") + 1]
+            del data
+            t, xyz, accel = parse_rows_lenient(body)
+            del body
+            points = decimate(make_points(t, xyz, accel), max(1, max_points))
+        return points_to_rows(points)
 
     def recent(self, seconds: float, max_points: int) -> list[dict[str, Any]]:
         with self._lock:

@@ -1,0 +1,138 @@
+"""Whole-service bench: start-up over 120 full segments, main-process RSS under dashboard load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from websockets.asyncio.client import connect
+
+from bench.storage import _populate
+
+LISTENING = re.compile(r"listening on [^ ]+:(\d+)")
+SEGMENTS = 120
+
+
+async def _request(url: str, command: str, **fields: object) -> dict[str, object]:
+    async with connect(url, max_size=2**26) as ws:
+        await ws.send(json.dumps({"command": command, "request_id": "b", **fields}))
+        while True:
+            reply = json.loads(await ws.recv())
+            if reply.get("request_id") == "b":
+                return dict(reply)
+
+
+async def _subscriber(url: str, stop: asyncio.Event) -> int:
+    frames = 0
+    async with connect(url, max_size=2**26) as ws:
+        await ws.send(json.dumps({"command": "subscribe_live"}))
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(ws.recv(), timeout=1)
+                frames += 1
+            except TimeoutError:
+                continue
+    return frames
+
+
+async def _reader(url: str, stop: asyncio.Event) -> int:
+    replies = 0
+    files = (await _request(url, "get_file_list"))["files"]
+    assert isinstance(files, list)
+    while not stop.is_set():
+        await _request(url, "get_recent_data")
+        await _request(url, "get_csv_data", filename=files[replies % len(files)])
+        replies += 2
+    return replies
+
+
+async def _load(url: str, seconds: float, rss_mib: list[tuple[float, float]], pid: int) -> str:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(_subscriber(url, stop)) for _ in range(10)]
+    tasks += [asyncio.create_task(_reader(url, stop)) for _ in range(3)]
+    export = await _request(url, "export_all_csv_zip")
+    process = psutil.Process(pid)
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        rss_mib.append((time.monotonic() - started, process.memory_info().rss / 2**20))
+        await asyncio.sleep(5)
+    stop.set()
+    results = await asyncio.gather(*tasks)
+    return (
+        f"10 live subscribers ({sum(results[:10]):,} frames), 3 readers alternating "
+        f"get_recent_data (whole window) and get_csv_data of a full segment "
+        f"({sum(results[10:]):,} replies), one export ({export.get('file_count')} files)"
+    )
+
+
+def run(quick: bool) -> str:
+    seconds = 60.0 if quick else 360.0
+    base = Path(tempfile.mkdtemp(prefix="wilo-bench-service-", dir="/var/tmp"))
+    try:
+        _populate(base, SEGMENTS)
+        subprocess.run(["sync"], check=False)
+        log_path = base / "service.log"
+        command = [sys.executable, "-m", "wilo_backend.cli", "run", "--sensor", "sim"]
+        command += ["--data-dir", str(base), "--host", "127.0.0.1", "--port", "0"]
+        started = time.monotonic()
+        with log_path.open("w") as log_file:
+            process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        port = None
+        while port is None and time.monotonic() - started < 60:
+            match = LISTENING.search(log_path.read_text())
+            if match:
+                port = int(match.group(1))
+            elif process.poll() is not None:
+                raise RuntimeError("service exited:\n" + log_path.read_text())
+            else:
+                time.sleep(0.01)
+        if port is None:
+            process.kill()
+            raise RuntimeError("service did not come up in 60 s")
+        startup_s = time.monotonic() - started
+        rss: list[tuple[float, float]] = []
+        try:
+            load = asyncio.run(_load(f"ws://127.0.0.1:{port}/", seconds, rss, process.pid))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            exit_code = process.wait(timeout=60)
+        warm = [mib for t, mib in rss if t >= min(330.0, seconds / 2)]
+        load_avg = os.getloadavg()[0]
+        return "\n".join(
+            [
+                "## service",
+                "",
+                f"The real `wilo-backend run --sensor sim` (fsync on, default config) over a data "
+                f"folder holding {SEGMENTS} full 60 s segments; load for {seconds:.0f} s: {load}. "
+                f"Load average at the end: {load_avg:.1f} (2 CPUs).",
+                "",
+                "| figure | value | target |",
+                "|---|---|---|",
+                f"| start-up with {SEGMENTS} full segments (spawn → listening, incl. Python "
+                f"imports) | {startup_s:.2f} s | ≤ 2 s |",
+                f"| main-process RSS after warm-up (raw ring full): min / max | "
+                f"{min(warm):.0f} / {max(warm):.0f} MiB | ≤ 100 MB |",
+                f"| main-process RSS peak, whole run | {max(m for _, m in rss):.0f} MiB | |",
+                f"| clean exit on SIGTERM | code {exit_code} | 0 |",
+                "",
+                "RSS every 30 s (MiB): "
+                + ", ".join(f"{mib:.0f}" for t, mib in rss if int(t) % 30 < 5),
+                "",
+            ]
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    print(run(quick="--quick" in sys.argv))
