@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import signal
 import threading
@@ -16,6 +15,7 @@ from wilo_backend import __version__
 from wilo_backend.analytics import Analytics, ZoneChange
 from wilo_backend.analytics.serving import attach
 from wilo_backend.config import Config
+from wilo_backend.heap import trim_periodically, tune_malloc
 from wilo_backend.model import SampleBatch, SamplerStats
 from wilo_backend.sampler.process import Sampler
 from wilo_backend.sdnotify import Notifier
@@ -225,6 +225,7 @@ class Service:
         self._pump_thread = threading.Thread(target=self._pump, name="pump", daemon=True)
         self._pump_thread.start()
         watchdog_task: asyncio.Task[None] | None = None
+        trim_task = asyncio.create_task(trim_periodically(), name="heap-trim")
         try:
             self.port = await self.server.start()
             log.info(
@@ -243,10 +244,11 @@ class Service:
         finally:
             notifier.stopping()
             log.info("shutting down: final flush")
-            if watchdog_task is not None:
-                watchdog_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watchdog_task
+            for task in (watchdog_task, trim_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await self.server.stop()
             self._stop_pump.set()
             await asyncio.to_thread(self._pump_thread.join, 10)
@@ -277,33 +279,9 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
     await Service(config).run(stop)
 
 
-# glibc's mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
-
-
-def _return_large_frees_to_the_os() -> None:
-    """Fix glibc's mmap threshold so big temporaries (CSV parses, JSON replies) are unmapped.
-
-    By default glibc raises the threshold after each large free (up to 32 MiB), so later large
-    arrays come from the heap and the heap keeps its peak: the soak saw RSS settle at 200+ MiB
-    after a few concurrent get_csv_data calls. A fixed threshold also disables that adjustment.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, macOS): their allocators behave differently anyway
-        return
-    libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024)
-    libc.mallopt(M_TRIM_THRESHOLD, 1024 * 1024)
-    # each worker thread (exports, CSV reads) would otherwise get an arena of its own that
-    # keeps its high-water mark; two are plenty for a pump thread and a few request threads
-    libc.mallopt(M_ARENA_MAX, 2)
-
-
 def run_service(config: Config) -> int:
     """Entry point of `wilo-backend run`."""
     _configure_logging(config.log.level)
-    _return_large_frees_to_the_os()
+    tune_malloc()
     asyncio.run(serve(config))
     return 0
