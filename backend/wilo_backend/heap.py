@@ -15,9 +15,9 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
-# How often the free pages inside the heap go back to the OS. Each pass costs well under a
-# millisecond once the heap has been trimmed (BENCHMARKS.md, "service"); every 5 s keeps the
-# resident set within a few seconds' worth of request churn of what is really in use.
+# How often the free pages inside the heap go back to the OS. The slowest pass measured under
+# dashboard load was 8.7 ms (BENCHMARKS.md, "service"); every 5 s keeps the resident set within
+# a few seconds' worth of request churn of what is really in use.
 TRIM_INTERVAL_SECONDS = 5.0
 
 
@@ -55,7 +55,7 @@ def release_free_memory() -> bool:
     The trim threshold only returns free memory at the top of a heap. Replies, parses and
     per-client buffers of 1–256 KiB are freed in between longer-lived blocks, so the heap's
     interior fills with free pages that stay resident: the 30-minute soak saw 20–27 MiB of them
-    (mallinfo2 `fordblks`) and an RSS that crept up for ten minutes. `malloc_trim(0)` madvises
+    (mallinfo2 `fordblks`); trimming took ~10 MiB off its RSS. `malloc_trim(0)` madvises
     those pages away; they cost a page fault each when reused. Returns True if any were released.
     """
     libc = _glibc()
