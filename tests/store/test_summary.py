@@ -62,6 +62,34 @@ def test_ring_wraps_and_reports_what_it_still_covers() -> None:
     assert ring.last_t() == int(t[-1])
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    capacity=st.integers(1, 12),
+    batches=st.lists(st.lists(st.integers(-50, 50), max_size=15), max_size=8),
+    begin=st.integers(-5, 80),
+    length=st.integers(-3, 30),
+    since=st.integers(-60, 60),
+)
+def test_ring_reads_match_a_list_of_everything_it_was_given(
+    capacity: int, batches: list[list[int]], begin: int, length: int, since: int
+) -> None:
+    # timestamps in any order, as after a wall-clock step backwards
+    ring = PointRing(capacity)
+    given_t: list[int] = []
+    for batch in batches:
+        t = np.array(batch, dtype=np.int64)
+        ring.extend(make_points(t, np.ones((t.shape[0], 3))))
+        given_t += batch
+    held = given_t[len(given_t) - len(ring) :]
+    first_held = len(given_t) - len(held)
+    assert ring.all()["t"].tolist() == held
+    wanted = [
+        t for i, t in enumerate(given_t) if i >= max(begin, first_held) and i < begin + length
+    ]
+    assert ring.slice_total(begin, begin + length)["t"].tolist() == wanted
+    assert ring.newer_than(since)["t"].tolist() == [t for t in held if t > since]
+
+
 def test_levels_answer_long_windows_and_raw_answers_short_ones() -> None:
     summaries = Summaries(window_seconds=600, raw_seconds=10)
     rng = np.random.default_rng(0)

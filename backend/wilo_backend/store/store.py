@@ -671,12 +671,13 @@ class Store:
         with self._csv_read_slot:
             try:
                 with path.open("rb") as f:
-                    data = f.read(committed)
+                    # read the rows only: slicing the header off afterwards copied the file
+                    f.seek(len(HEADER))
+                    body = f.read(max(0, committed - len(HEADER)))
             except FileNotFoundError:
                 raise PathRejectedError(f"file {relative!r} was rotated out") from None
-            body = data[len(HEADER) :]
-            body = body[: body.rfind(b"\n") + 1]
-            del data
+            if not body.endswith(b"\n"):  # committed sizes end on a row; a copy only if not
+                body = body[: body.rfind(b"\n") + 1]
             t, xyz, accel = parse_rows_lenient(body)
             del body
             points = decimate(make_points(t, xyz, accel), max(1, max_points))
