@@ -1067,6 +1067,16 @@ def analyse(soak: Soak) -> tuple[str, bool]:
     return "\n".join(lines), passed
 
 
+def write_rss_timeline(soak: Soak, target: Path) -> None:
+    """Every RSS sample (each 5 s) with its run, so a peak can be matched to what ran then."""
+    lines = ["run,seconds_since_soak_start,seconds_since_healthy,main_bytes,sampler_bytes"]
+    for inc in soak.incarnations:
+        for t, main_rss, child_rss in inc.rss:
+            healthy = f"{t - inc.ready:.1f}" if inc.ready is not None else ""
+            lines.append(f"{inc.index},{t - soak.started:.1f},{healthy},{main_rss},{child_rss}")
+    target.write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -1086,6 +1096,7 @@ def main(argv: list[str] | None = None) -> int:
         soak.cleanup()
     print(report)
     (soak.work / "report.md").write_text(report)
+    write_rss_timeline(soak, soak.work / "rss.csv")
     if args.report:
         args.report.write_text(report)
     return 0 if passed else 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import psutil
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -116,3 +117,12 @@ def test_summarize_a_finished_file_closes_the_last_bucket() -> None:
     out = summarize_100ms(make_points(t, xyz))
     assert out["t"][-1] == t[-1] and out["a"][-1] == 5.0
     assert out.shape[0] <= 8
+
+
+def test_a_new_ring_is_resident_at_once_so_rss_does_not_creep_as_it_fills() -> None:
+    process = psutil.Process()
+    before = process.memory_info().rss
+    ring = PointRing(1_000_000)  # 40 MB of points
+    grown = process.memory_info().rss - before
+    assert grown >= 35 * 2**20, f"only {grown / 2**20:.1f} MiB resident after creating the ring"
+    assert len(ring) == 0

@@ -125,6 +125,7 @@ class Analytics:
         self._samples_before_open = 0
         bins = self.plan.frequencies_hz.shape[0]
         self._spectra = np.zeros((SPECTRUM_HISTORY_WINDOWS, len(CHANNELS), bins), np.float32)
+        self._spectra.fill(0.0)  # resident now, not creeping up over 300 windows (see PointRing)
         self._spectra_count = 0
         self._latest: dict[str, Any] | None = None
         self._zone = NO_ZONE

@@ -36,6 +36,10 @@ class PointRing:
     def __init__(self, capacity: int) -> None:
         self.capacity = max(1, capacity)
         self._buf = np.zeros(self.capacity, dtype=POINT_DTYPE)
+        # np.zeros gets untouched pages; writing them now puts the whole ring in the resident set
+        # at start-up (raw ring 9.6 MB, 100 ms level 5.9 MB), so RSS shows the real footprint
+        # from the first minute instead of creeping up as the rings fill like a leak would
+        self._buf.view(np.uint8).fill(0)
         self.total = 0  # points ever added
 
     def __len__(self) -> int:
