@@ -95,3 +95,19 @@ def test_a_whole_segment_parses_in_bounded_passes_with_the_same_result() -> None
     assert np.array_equal(t_back, t_ns)
     assert np.allclose(xyz_back, xyz, atol=1e-6, rtol=0)
     assert np.allclose(accel_back, np.linalg.norm(xyz, axis=1), atol=1e-5, rtol=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(max_size=400).map(lambda b: b.replace(b"\r", b"\n")),
+    extra=st.integers(0, 50),
+    block_bytes=st.integers(1, 64),
+)
+def test_row_blocks_are_whole_lines_and_all_of_them(
+    data: bytes, extra: int, block_bytes: int
+) -> None:
+    f = io.BytesIO(data + b"x" * extra)  # bytes past `length` must not be read
+    blocks = list(csvformat.iter_row_blocks(f, len(data), block_bytes))
+    assert all(block.endswith(b"\n") for block in blocks)
+    assert b"".join(blocks) == data[: data.rfind(b"\n") + 1]
+    assert f.tell() <= len(data)

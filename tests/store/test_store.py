@@ -24,6 +24,7 @@ from storehelp import (
 from wilo_backend.model import PathRejectedError, SampleBatch
 from wilo_backend.store.csvformat import HEADER, parse_rows
 from wilo_backend.store.store import Store
+from wilo_backend.store.summary import decimate, make_points, points_to_rows
 
 OpenStore = Callable[..., tuple[Store, Feeder]]
 
@@ -234,6 +235,20 @@ def test_read_csv_decimates_keeping_peaks(tmp_path: Path, open_store: OpenStore)
     for bad in ["../aggregate_data.csv", "/etc/passwd", "2026/11/Week_4/27/999999.csv"]:
         with pytest.raises(PathRejectedError):
             store.read_csv(bad, 100)
+
+
+def test_read_csv_in_blocks_answers_what_a_whole_file_decimation_would(
+    tmp_path: Path, open_store: OpenStore
+) -> None:
+    store, feeder = open_store(tmp_path, segment_seconds=30)
+    feeder.feed(20)  # 16,000 rows, ~1.2 MB: several 256 KiB blocks
+    store.close_segment()
+    relative = store.file_list()[0]
+    t, xyz, accel = parse_rows(_rows(store.readings_dir / relative))
+    assert t.shape[0] == 16_000
+    for max_points in (2, 101, 1000, 15_999, 16_000):
+        expected = points_to_rows(decimate(make_points(t, xyz, accel), max_points))
+        assert store.read_csv(relative, max_points) == expected, max_points
 
 
 def test_folder_structure_lists_every_segment(tmp_path: Path, open_store: OpenStore) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import psutil
 from hypothesis import given, settings
@@ -11,6 +13,7 @@ from wilo_backend.store.summary import (
     PointRing,
     Summaries,
     decimate,
+    decimate_chunks,
     make_points,
     minmax_indices,
     summarize_100ms,
@@ -126,3 +129,22 @@ def test_a_new_ring_is_resident_at_once_so_rss_does_not_creep_as_it_fills() -> N
     grown = process.memory_info().rss - before
     assert grown >= 35 * 2**20, f"only {grown / 2**20:.1f} MiB resident after creating the ring"
     assert len(ring) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=st.lists(st.integers(0, 6), max_size=300),
+    cuts=st.lists(st.integers(0, 300), max_size=6),
+    max_points=st.integers(0, 40),
+)
+def test_decimating_chunk_by_chunk_picks_what_decimating_all_at_once_picks(
+    values: list[int], cuts: list[int], max_points: int
+) -> None:
+    # few distinct values, so buckets have ties and the first-hit rule matters
+    n = len(values)
+    t = T0_NS + np.arange(n, dtype=np.int64)
+    points = make_points(t, np.zeros((n, 3)), np.array(values, dtype=np.float64))
+    bounds = [0, *sorted(min(c, n) for c in cuts), n]
+    chunks = [points[a:b] for a, b in itertools.pairwise(bounds)]
+    got = decimate_chunks(iter(chunks), n, max_points)
+    assert got["t"].tolist() == decimate(points, max_points)["t"].tolist()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import BinaryIO
+
 import numpy as np
 import numpy.typing as npt
 
@@ -172,6 +175,26 @@ def _parse_timestamps(stamp: UInt8Array) -> Int64Array:
 # Rows parsed per pass: the vectorised parse needs ~10× the input in temporaries, so a whole
 # 60 s segment at once (3.6 MB) cost ~39 MiB, which malloc then kept. 256 KiB passes cap it.
 PARSE_CHUNK_BYTES = 256 * 1024
+
+
+def iter_row_blocks(
+    f: BinaryIO, length: int, block_bytes: int = PARSE_CHUNK_BYTES
+) -> Iterator[bytes]:
+    """The next `length` bytes of `f` in blocks of whole lines (about `block_bytes` each), so a
+    reader holds one block, not the file. A last line without its newline is left out."""
+    carry = b""
+    remaining = length
+    while remaining > 0:
+        block = f.read(min(block_bytes, remaining))
+        if not block:
+            break
+        remaining -= len(block)
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:  # no newline yet: a line longer than a block
+            carry += block
+            continue
+        yield carry + block[:cut]
+        carry = block[cut:]
 
 
 def parse_rows(data: bytes) -> tuple[Int64Array, Float64Array, Float64Array]:

@@ -8,6 +8,7 @@ by parsing CSV.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,6 +131,40 @@ def decimate(points: Points, max_points: int) -> Points:
     buckets = max(1, max_points // 2)
     keys = (np.arange(n, dtype=np.int64) * buckets) // n
     idx = minmax_indices(points["a"], keys)
+    return points[idx[:max_points]]
+
+
+def decimate_chunks(chunks: Iterable[Points], total: int, max_points: int) -> Points:
+    """decimate() of the chunks joined (`total` points in all), holding one chunk at a time.
+
+    Each chunk keeps only its candidates, the first min and max of every bucket it touches; a last
+    pass over the candidates picks exactly what decimate() would, since a bucket's first extreme
+    is the first one in the earliest chunk that holds it. `total` may overcount (a damaged line
+    counted but not parsed): the last buckets then hold fewer points, none is lost.
+    """
+    if max_points <= 0:
+        return np.empty(0, dtype=POINT_DTYPE)
+    if total <= max_points:
+        parts = list(chunks)
+        points = np.concatenate(parts) if parts else np.empty(0, dtype=POINT_DTYPE)
+        return decimate(points, max_points)
+    buckets = max(1, max_points // 2)
+    candidates: list[Points] = []
+    candidate_keys: list[Int64Array] = []
+    offset = 0
+    for chunk in chunks:
+        n = chunk.shape[0]
+        if n == 0:
+            continue
+        keys = ((offset + np.arange(n, dtype=np.int64)) * buckets) // total
+        picked = minmax_indices(chunk["a"], keys)
+        candidates.append(chunk[picked])
+        candidate_keys.append(keys[picked])
+        offset += n
+    if not candidates:
+        return np.empty(0, dtype=POINT_DTYPE)
+    points = np.concatenate(candidates)
+    idx = minmax_indices(points["a"], np.concatenate(candidate_keys))
     return points[idx[:max_points]]
 
 
