@@ -26,14 +26,6 @@ PERIOD_NS = 1_250_000
 SECONDS = 400
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _peak_mib(call: Callable[[], object]) -> float:
     tracemalloc.start()
     try:
@@ -53,17 +45,17 @@ def main() -> None:
         f"{(process.memory_info().rss - before) / 2**20:.1f} MiB"
     )
     del rings
-    clock = _Clock()
+    fed_s = [0.0]  # the store's monotonic clock: seconds of samples fed so far
     with tempfile.TemporaryDirectory(prefix="wilo-transients-") as tmp:
         config = StorageConfig(data_dir=tmp, fsync=False, min_free_mb=0, raw_memory_seconds=300)
-        store = Store(config, monotonic=clock)
+        store = Store(config, monotonic=lambda: fed_s[0])
         store.open()
         rng = np.random.default_rng(1)
         for second in range(SECONDS):
             index = second * 800
             t = T0_NS + (index + np.arange(800, dtype=np.int64)) * PERIOD_NS
             store.append(SampleBatch(index, t, rng.normal(0.0, 2.0, (800, 3))))
-            clock.now += 1.0
+            fed_s[0] += 1.0
             store.tick()
         store.close_segment()
         full = store.file_list()[0]
