@@ -671,8 +671,9 @@ class Store:
             committed = seg.size if seg else 0
         length = max(0, committed - len(HEADER))
         # One 256 KiB block at a time, counted in a first pass so the decimation buckets are
-        # those of the whole file: the whole-file parse cost ~10 MiB of transients per request
-        # (a 60 s segment is 3.6 MB), the largest left in the soak's RSS peaks.
+        # those of the whole file: parsing the whole file at once held 7.2 MiB for a moment per
+        # request on a 3.2 MB segment (3.2 MiB now; bench/transients.py), which showed in the
+        # soak's RSS peaks.
         with self._csv_read_slot:
             try:
                 with path.open("rb") as f:
