@@ -77,9 +77,6 @@ class PointRing:
         older, newer = self._views(begin, end)
         return np.concatenate((older, newer))
 
-    def all(self) -> Points:
-        return self.slice_total(0, self.total)
-
     def newer_than(self, t_ns: int) -> Points:
         """The held points with t > t_ns, in arrival order.
 
