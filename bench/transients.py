@@ -11,7 +11,6 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -59,7 +58,7 @@ def main() -> None:
             store.tick()
         store.close_segment()
         full = store.file_list()[0]
-        size = (Path(tmp) / "readings" / full).stat().st_size
+        size = (store.readings_dir / full).stat().st_size
         cases: list[tuple[str, Callable[[], object]]] = [
             ("get_recent_data 60 s → 3000 points", lambda: store.recent(60, 3000)),
             ("get_recent_data 5 s → 100,000 points", lambda: store.recent(5, 100_000)),
