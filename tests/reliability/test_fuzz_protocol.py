@@ -118,6 +118,8 @@ def _answer(dispatcher: Dispatcher, frame: str | bytes) -> dict[str, Any] | None
 @FUZZ
 @given(frame=st.one_of(json_values.map(json.dumps), requests().map(json.dumps)))
 @example(frame='{"command": "get_recent_data", "seconds": 1e308}')
+@example(frame='{"command": "get_file_list", "request_id": -9223372036854775809}')
+@example(frame='{"command": "get_file_list", "request_id": 18446744073709551616}')
 @example(frame='{"command": "get_csv_data", "filename": "2026/11/Week_4/27/101010.csv"}')
 @example(frame='{"command": "get_csv_data", "filename": "2026/11/Week_4/28/101010.csv"}')
 def test_any_json_gets_a_reply_or_an_error(store: Store, frame: str) -> None:

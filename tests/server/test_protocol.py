@@ -64,6 +64,8 @@ def test_parse_accepts_utf8_bytes() -> None:
         ('{"command": "get_status", "token": 1}', "token must be a string"),
         ('{"command": "get_status", "request_id": [1]}', "request_id must be"),
         ('{"command": "get_status", "request_id": true}', "request_id must be"),
+        ('{"command": "get_status", "request_id": -9223372036854775809}', "request_id integer out"),
+        ('{"command": "get_status", "request_id": 18446744073709551616}', "request_id integer out"),
     ],
 )
 def test_parse_rejects_bad_input_naming_the_problem(raw: str | bytes, expected: str) -> None:
@@ -337,3 +339,10 @@ def test_lists_and_structure(parts: Any) -> None:
         "type": "folder_structure",
         "structure": {"2026": {}},
     }
+
+
+@pytest.mark.parametrize("request_id", [-(2**63), 2**64 - 1])
+def test_the_widest_integer_request_ids_are_kept_and_echoed(request_id: int) -> None:
+    request = protocol.parse_request(f'{{"command": "get_status", "request_id": {request_id}}}')
+    echoed = json.loads(protocol.encode(protocol.message("status", request.request_id)))
+    assert echoed["request_id"] == request_id

@@ -37,6 +37,10 @@ MAX_POINTS: Final = 100_000
 # Used when the server is not told the retention window: "everything kept in memory".
 ALL_RETAINED_SECONDS: Final = 1e9
 MAX_REQUEST_ID_CHARS: Final = 200
+# The reply echoes request_id and orjson writes 64-bit integers only: a bigger one made encoding
+# the reply fail (fuzz-found: -9223372036854775809).
+REQUEST_ID_INT_MIN: Final = -(2**63)
+REQUEST_ID_INT_MAX: Final = 2**64 - 1
 MAX_FILENAME_CHARS: Final = 255
 FULL_RATE_HZ: Final = 800.0
 # Coarsest live level: 4096 samples per bucket, ~0.4 points per second.
@@ -91,6 +95,11 @@ def _request_id(obj: Mapping[str, Any]) -> RequestId | None:
         raise RequestError("request_id must be a string or an integer")
     if isinstance(value, str) and len(value) > MAX_REQUEST_ID_CHARS:
         raise RequestError(f"request_id longer than {MAX_REQUEST_ID_CHARS} characters")
+    if isinstance(value, int) and not REQUEST_ID_INT_MIN <= value <= REQUEST_ID_INT_MAX:
+        raise RequestError(
+            f"request_id integer out of range: it must be between {REQUEST_ID_INT_MIN} "
+            f"and {REQUEST_ID_INT_MAX}"
+        )
     return value
 
 
