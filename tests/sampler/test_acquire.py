@@ -226,3 +226,33 @@ def test_wall_clock_step_is_taken_at_once_and_small_drift_slewed() -> None:
     assert np.all(np.diff(stamps) > 0)
     assert np.diff(stamps).max() < 1_250_000 + 50_000
     assert run.acq.wall.offset_ns < run.clock.offset_ns  # still converging, no jump
+
+
+@pytest.mark.parametrize("slow_polls", [1, 5, 40])
+def test_slow_first_polls_are_stamped_near_the_wall_clock_of_their_poll(slow_polls: int) -> None:
+    """A loaded boot: the first FIFO_COUNT reads take 3 ms each, longer than the timebase trusts.
+
+    Their samples used to be stamped with an unanchored timebase (the monotonic clock's origin,
+    i.e. boot time); they must carry the time of their poll whatever its duration.
+    """
+    run = Run()
+    run.clock.read_cost_ns = 3_000_000  # every clock read inside the poll costs 3 ms
+    polls = 0
+    while polls < slow_polls:
+        before_wall = run.clock.t_ns + run.clock.offset_ns
+        got = run.acq.step()
+        after_wall = run.clock.t_ns + run.clock.offset_ns
+        polls += 1
+        for batch in got:
+            # the poll happened inside step(); its samples were gathered since the previous one
+            assert before_wall - 50_000_000 < int(batch.t_ns[0]), before_wall - batch.t_ns[0]
+            assert int(batch.t_ns[-1]) < after_wall, batch.t_ns[-1] - after_wall
+            run.batches.append(batch)
+    run.clock.read_cost_ns = 1_000  # the load goes away: reads are quick again
+    run.for_seconds(2.0)
+    assert run.batches, "no sample delivered"
+    assert run.acq.stats.lost == 0
+    run.assert_gaps_are_counted()  # stamps strictly increasing across the re-anchoring
+    last = run.batches[-1]
+    lag_ns = run.clock.t_ns + run.clock.offset_ns - int(last.t_ns[-1])
+    assert 0 < lag_ns < 20_000_000  # the newest sample is from the last poll interval

@@ -70,3 +70,16 @@ def test_nominal_rate_until_a_slope_can_be_fitted() -> None:
     assert not timebase.fitted
     assert timebase.time_ns(7.5) == pytest.approx(1_001_000_000)
     assert timebase.times_ns(np.array([7.5, 8.5])).tolist() == [1_001_000_000, 1_002_000_000]
+
+
+def test_a_slow_first_read_anchors_provisionally_and_a_quick_one_replaces_it() -> None:
+    timebase = Timebase(1000.0, max_latency_ns=2_000_000)
+    assert timebase.add(5_000_000_000, 12, 9_000_000)  # slow, but nothing better exists
+    assert timebase.ready and timebase.provisional
+    # stamped near its poll, not at the monotonic clock's origin
+    assert timebase.time_ns(11.5) == pytest.approx(5_000_000_000, abs=9_000_000 / 2)
+    assert timebase.add(5_015_000_000, 27, 5_000_000)  # still slow: still used
+    assert timebase.add(5_030_000_000, 42, 100_000)  # quick: the slow points are dropped
+    assert not timebase.provisional and len(timebase._points) == 1
+    assert not timebase.add(5_045_000_000, 57, 5_000_000)  # and slow reads are refused again
+    assert timebase.rejected == 1

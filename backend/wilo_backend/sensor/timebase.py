@@ -20,6 +20,12 @@ class Timebase:
     read took longer than `max_latency_ns` (the process was preempted mid-read) or that sits
     more than `max_residual` samples off an established fit is not used. Sample `k` was taken at
     `time_ns(k)`; `rate_hz` is the sensor's sample rate in host time.
+
+    No sample may be stamped before the line is anchored: until then `time_ns` would count from
+    the monotonic clock's origin (boot time). So the first point is taken whatever its latency
+    (a loaded boot or a slow bus makes every early read slow; its midpoint is still within half
+    the read's duration of the truth). Such a slow anchor is provisional: slow points keep
+    being used while nothing better exists, and the first quick point replaces them all.
     """
 
     def __init__(
@@ -47,6 +53,7 @@ class Timebase:
         self._b = self.nominal_rate_hz  # samples per second of host time
         self._fitted = False
         self._consecutive_rejects = 0
+        self._provisional = False  # every point so far came from a slow read
 
     @property
     def ready(self) -> bool:
@@ -66,11 +73,22 @@ class Timebase:
     def clock_error_ppm(self) -> float:
         return (self._b / self.nominal_rate_hz - 1.0) * 1e6
 
+    @property
+    def provisional(self) -> bool:
+        """Whether the timeline hangs on slow reads only (coarse, ± half their duration)."""
+        return self._provisional
+
     def add(self, t_ns: int, produced: int, latency_ns: int = 0) -> bool:
         """Offer one observation; returns whether it was used."""
-        if latency_ns > self.max_latency_ns:
+        slow = latency_ns > self.max_latency_ns
+        if slow and self._points and not self._provisional:
             self.rejected += 1
             return False
+        if not slow and self._provisional:
+            self.reset()  # a quick read at last: drop the coarse anchor, start from this one
+        if slow:
+            self._provisional = True
+            return self._use(t_ns, produced)
         if self._fitted and abs(self.count_at(t_ns) - produced) > self.max_residual:
             self.rejected += 1
             self._consecutive_rejects += 1
@@ -78,6 +96,9 @@ class Timebase:
                 return False
             self.reset()  # the line moved for good (e.g. a FIFO reset misjudged): start over
         self._consecutive_rejects = 0
+        return self._use(t_ns, produced)
+
+    def _use(self, t_ns: int, produced: int) -> bool:
         if not self._points:
             self._t_ref_ns, self._n_ref = t_ns, produced
             self._a = float(produced)
