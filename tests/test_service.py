@@ -56,7 +56,12 @@ def start_service(tmp_path: Path, *extra: str, env: dict[str, str] | None = None
     command += ["--host", "127.0.0.1", "--port", "0", *extra]
     with log_path.open("w") as log_file:
         process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, env=environ, text=True
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=environ,
+            text=True,
+            start_new_session=True,  # its own process group, as under systemd
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -150,3 +155,101 @@ def test_main_shim_runs_like_the_seed() -> None:
     )
     assert result.returncode == 0
     assert "--sensor" in result.stdout
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_a_second_instance_on_the_same_data_folder_changes_no_byte(
+    service: RunningService, tmp_path: Path
+) -> None:
+    readings = tmp_path / "readings"
+    wait_for(
+        lambda: (readings / "aggregate_data.csv").exists() and any(readings.rglob("??????.csv"))
+    )
+    time.sleep(1.5)  # mid-segment, rows flushed: what start-up repair would have cut and merged
+    service.process.send_signal(signal.SIGSTOP)  # freeze the first so its files stand still
+    try:
+        before = _tree_bytes(tmp_path)
+        second = subprocess.run(
+            [
+                *(sys.executable, "-m", "wilo_backend.cli", "run", "--sensor", "sim"),
+                *("--data-dir", str(tmp_path), "--host", "127.0.0.1", "--port", "0"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "WILO_STORAGE_FSYNC": "false", "WILO_SAMPLER_CPU": "none"},
+        )
+        export = subprocess.run(
+            [sys.executable, "-m", "wilo_backend.cli", "export", "--data-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        after = _tree_bytes(tmp_path)
+    finally:
+        service.process.send_signal(signal.SIGCONT)
+    for result in (second, export):
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr  # one line, no traceback
+        assert str(tmp_path) in lines[0] and f"pid {service.process.pid}" in lines[0]
+    assert after.keys() == before.keys()
+    assert [name for name in before if before[name] != after[name]] == []
+    # and the first goes on as if nothing happened
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(timeout=30) == 0, service.log()
+
+
+def test_stopped_collection_shows_in_healthz_metrics_and_the_log(service: RunningService) -> None:
+    port = service.port
+
+    def healthz_code() -> int:
+        try:
+            return int(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    wait_for(lambda: healthz_code() == 200)
+    with connect(service.url, open_timeout=5) as ws:
+        ws.send(json.dumps({"command": "stop_collection", "request_id": 1}))
+        peer_port = ws.local_address[1]
+        while json.loads(ws.recv(timeout=10)).get("request_id") != 1:
+            pass
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        raise AssertionError("healthz must not be 200 while collection is stopped")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 503
+        health = json.loads(exc.read())
+    assert health["collecting"] is False and "stop" in health["reason"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        metrics = reply.read().decode()
+    assert "\nwilo_collecting 0\n" in metrics and "\nwilo_paused 0\n" in metrics
+    wait_for(lambda: f"stop_collection requested by 127.0.0.1:{peer_port}" in service.log())
+    assert "connection rejected" not in service.log()  # /healthz and /metrics are not rejections
+
+
+def test_sigterm_to_the_process_group_stores_every_delivered_sample(tmp_path: Path) -> None:
+    """systemd stops a unit by signalling every process in it at once."""
+    running = start_service(tmp_path, "--sensor", "sim")
+    try:
+        wait_for(lambda: any((tmp_path / "readings").rglob("??????.csv")))
+        time.sleep(1.0)
+        os.killpg(os.getpgid(running.process.pid), signal.SIGTERM)
+        assert running.process.wait(timeout=30) == 0, running.log()
+    finally:
+        if running.process.poll() is None:
+            running.process.kill()
+    log = running.log()
+    assert "died" not in log and "Traceback" not in log, log
+    match = re.search(r"stopped cleanly: (\d+) samples stored \((\d+) delivered", log)
+    assert match, log
+    assert int(match.group(1)) == int(match.group(2)) > 800
+    # the sampler's lines carry a timestamp like the service's own
+    sampler_lines = [line for line in log.splitlines() if "wilo_backend.sampler" in line]
+    assert sampler_lines and all(re.match(r"\d{4}-\d\d-\d\d ", line) for line in sampler_lines)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from wilo_backend.config import Config, ConfigError, config_to_toml, load_config
+from wilo_backend.store.datalock import DataDirError, DataDirLock
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -58,7 +59,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from wilo_backend.store.export import export_readings
 
     config = _load(args)
-    result = export_readings(Path(config.storage.data_dir), config.storage)
+    data_dir = Path(config.storage.data_dir)
+    # the export writes under the data folder and reads segments a running service evicts
+    with DataDirLock(data_dir, create=False):
+        result = export_readings(data_dir, config.storage)
     print(f"{result.path} ({result.file_count} files)")
     return 0
 
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         args.config = args.file
     try:
         result: int = args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, DataDirError) as exc:
         print(f"wilo-backend: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,10 +16,11 @@ from wilo_backend.analytics import Analytics, ZoneChange
 from wilo_backend.analytics.serving import attach
 from wilo_backend.config import Config
 from wilo_backend.heap import trim_periodically, tune_malloc
-from wilo_backend.model import SampleBatch, SamplerStats
-from wilo_backend.sampler.process import Sampler
+from wilo_backend.model import OUTPUT_RATE_HZ, SampleBatch, SamplerStats
+from wilo_backend.sampler.process import LOG_FORMAT, Sampler
 from wilo_backend.sdnotify import Notifier
 from wilo_backend.server.app import WiloServer
+from wilo_backend.store.datalock import DataDirLock
 from wilo_backend.store.store import Store
 
 log = logging.getLogger("wilo_backend.service")
@@ -28,6 +29,10 @@ log = logging.getLogger("wilo_backend.service")
 PUMP_WAIT_SECONDS = 0.05
 # A dead sampler is restarted after this pause; the watchdog stays silent meanwhile.
 SAMPLER_RESTART_SECONDS = 2.0
+
+
+class ListenError(Exception):
+    """The server could not bind its address."""
 
 
 class Service:
@@ -57,6 +62,9 @@ class Service:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sampler_restarts = 0
         self._samples_stored = 0
+        self._samples_store_failed = 0  # samples in batches the store raised on: counted
+        self._stopping = False  # shutting down: a sampler that exits is not restarted
+        self._nominal_rate_hz = int(OUTPUT_RATE_HZ)
         self.port: int | None = None
 
     # --- ServiceControl -------------------------------------------------------------------
@@ -94,12 +102,15 @@ class Service:
             "connected": stats.connected,
             "running": running,
             "paused": paused,
-            "sampling_rate": round(stats.rate_hz, 3),
+            # the nominal rate, a number, as the original sent it (the dashboard prints it)
+            "sampling_rate": self._nominal_rate_hz,
+            "measured_rate_hz": round(stats.rate_hz, 3),
             "total_samples": stats.samples,
             "csv_files": storage.file_count,
             "latest_file": storage.latest_file,
             **(self.analytics.status_data() if self.analytics else {}),
             "samples_stored": self._samples_stored,
+            "samples_store_failed": self._samples_store_failed,
             "version": __version__,
             "sampler": {
                 "alive": stats.alive,
@@ -139,6 +150,12 @@ class Service:
         storage = self.store.status()
         if not storage.healthy:
             return False, f"storage degraded: {storage.error}"
+        with self._state_lock:
+            collecting, paused = self._collecting, self._paused
+        if not collecting:
+            return False, "collection stopped by a client (stop_collection)"
+        if paused:
+            return False, "collection paused by a client (pause_collection)"
         return True, "ok"
 
     # --- wiring ----------------------------------------------------------------------------
@@ -166,26 +183,43 @@ class Service:
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.server.publish, batch)
 
+    def _store_batches(self, batches: list[SampleBatch]) -> None:
+        """Store, stream and analyse each batch; one that fails costs only itself, counted."""
+        with self._state_lock:
+            keep = self._collecting and not self._paused
+        if not keep:
+            return
+        for batch in batches:
+            try:
+                self.store.append(batch)
+            except Exception as exc:  # a bug or an I/O error the store did not absorb
+                self._samples_store_failed += len(batch)
+                self._pump_error = f"{type(exc).__name__}: {exc}"
+                log.exception("storing %d samples failed; counted, going on", len(batch))
+                continue
+            self._samples_stored += len(batch)
+            self._publish(batch)
+            self._analyse(batch)
+
     def _pump(self) -> None:
         """Moves batches from the sampler to the store and the live stream; never blocks sampling.
 
-        Runs in its own thread so that fdatasync and eviction never stall the event loop.
+        Runs in its own thread so that fdatasync and eviction never stall the event loop. At a
+        stop it runs once more after the sampler has exited, to store its last hand-over (the
+        samples drained from the sensor's FIFO).
         """
         dead_since: float | None = None
-        while not self._stop_pump.is_set():
+        while True:
+            stopping = self._stop_pump.is_set()
             try:
-                batches = self.sampler.read(PUMP_WAIT_SECONDS)
-                with self._state_lock:
-                    keep = self._collecting and not self._paused
-                if keep:
-                    for batch in batches:
-                        self.store.append(batch)
-                        self._samples_stored += len(batch)
-                        self._publish(batch)
-                        self._analyse(batch)
+                failed_before = self._samples_store_failed
+                self._store_batches(self.sampler.read(0 if stopping else PUMP_WAIT_SECONDS))
                 self.store.tick()
-                self._pump_error = ""
-                if self.sampler.is_alive():
+                if self._samples_store_failed == failed_before:
+                    self._pump_error = ""
+                if stopping:
+                    return
+                if self._stopping or self.sampler.is_alive():
                     dead_since = None
                 elif dead_since is None:
                     dead_since = time.monotonic()
@@ -199,6 +233,8 @@ class Service:
             except Exception as exc:  # the pump must outlive any one bad batch or I/O error
                 self._pump_error = f"{type(exc).__name__}: {exc}"
                 log.exception("pump error; continuing")
+                if stopping:
+                    return
                 self._stop_pump.wait(0.5)
 
     async def _watchdog(self, notifier: Notifier) -> None:
@@ -227,7 +263,11 @@ class Service:
         watchdog_task: asyncio.Task[None] | None = None
         trim_task = asyncio.create_task(trim_periodically(), name="heap-trim")
         try:
-            self.port = await self.server.start()
+            try:
+                self.port = await self.server.start()
+            except OSError as exc:  # port taken, address not ours: one line, not a traceback
+                host, port = self.config.server.host, self.config.server.port
+                raise ListenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
             log.info(
                 "wilo-backend %s up: sensor=%s mode=%s, data in %s, listening on %s:%d",
                 __version__,
@@ -250,21 +290,28 @@ class Service:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
             await self.server.stop()
+            # the sampler first: it drains the sensor's FIFO into the ring as it exits, and the
+            # pump's last round stores that before the store closes
+            self._stopping = True
+            await asyncio.to_thread(self.sampler.stop)
             self._stop_pump.set()
             await asyncio.to_thread(self._pump_thread.join, 10)
-            await asyncio.to_thread(self.sampler.stop)
             await asyncio.to_thread(self.store.close)
             if self.analytics is not None and analytics_open is not None:
                 await analytics_open
                 await asyncio.to_thread(self.analytics.close)
             notifier.close()
-            log.info("stopped cleanly")
+            log.info(
+                "stopped cleanly: %d samples stored (%d delivered by the sampler since its start)",
+                self._samples_stored,
+                self.sampler.stats().samples,
+            )
 
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
     )
     # websockets' DEBUG output dumps request lines, headers and frames: the auth token with them
     logging.getLogger("websockets").setLevel(max(logging.INFO, getattr(logging, level)))
@@ -280,8 +327,14 @@ async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
 
 
 def run_service(config: Config) -> int:
-    """Entry point of `wilo-backend run`."""
+    """Entry point of `wilo-backend run`. Raises DataDirError (exit 2) when another process
+    holds the data folder: checked before anything in it is read or repaired."""
     _configure_logging(config.log.level)
-    tune_malloc()
-    asyncio.run(serve(config))
+    with DataDirLock(Path(config.storage.data_dir)):
+        tune_malloc()
+        try:
+            asyncio.run(serve(config))
+        except ListenError as exc:
+            log.error("%s; stopped", exc)
+            return 1
     return 0

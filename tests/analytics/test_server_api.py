@@ -61,8 +61,13 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 @pytest.fixture
-def analytics(tmp_path: Path) -> Iterator[Analytics]:
-    engine = Analytics(AnalyticsConfig(), tmp_path, fsync=False, clock=FakeClock(T0_NS / 1e9 + 60))
+def analytics_clock() -> FakeClock:
+    return FakeClock(T0_NS / 1e9 + 60)
+
+
+@pytest.fixture
+def analytics(tmp_path: Path, analytics_clock: FakeClock) -> Iterator[Analytics]:
+    engine = Analytics(AnalyticsConfig(), tmp_path, fsync=False, clock=analytics_clock)
     engine.open()
     yield engine
     engine.close()
@@ -162,15 +167,35 @@ async def test_zone_change_is_pushed_as_an_alert(client: Client, pump: Pump) -> 
     assert "data" in status
 
 
-async def test_metrics_export_the_features(server: WiloServer, pump: Pump) -> None:
+async def test_metrics_export_the_features(
+    server: WiloServer, pump: Pump, analytics_clock: FakeClock
+) -> None:
     pump.seconds(2)
     assert server.port is not None
+    analytics_clock.now_s = T0_NS / 1e9 + 2.5  # just after the second window ended
     status, _, body = await http_get(server.port, "/metrics?token=s3cret")
     text = body.decode()
     assert status == 200
     assert 'wilo_vibration_velocity_rms_mms{channel="x"}' in text
     assert "wilo_vibration_zone 3" in text
     assert "wilo_analytics_windows_total 2" in text
+    assert "wilo_analytics_fresh 1" in text
+
+
+async def test_vibration_gauges_leave_metrics_when_no_window_comes(
+    server: WiloServer, pump: Pump, analytics: Analytics, analytics_clock: FakeClock
+) -> None:
+    """Collection stopped or paused: the gauges must not freeze at their last values."""
+    pump.seconds(2)
+    assert server.port is not None
+    analytics_clock.now_s = T0_NS / 1e9 + 2 + analytics.stale_after_seconds + 0.5
+    _, _, body = await http_get(server.port, "/metrics?token=s3cret")
+    text = body.decode()
+    assert "wilo_analytics_fresh 0" in text
+    assert "wilo_vibration_velocity_rms_mms" not in text
+    assert "wilo_vibration_zone " not in text
+    assert "wilo_analytics_windows_total 2" in text  # the counters stay
+    assert analytics.status_data()["features_stale"] is True
 
 
 async def test_the_page_is_served_and_nothing_else(server: WiloServer) -> None:

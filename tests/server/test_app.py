@@ -76,7 +76,7 @@ async def test_file_list_is_newest_first_and_structure_is_nested(
     day = structure["2026"]["11"]["Week_4"]["27"]
     assert sorted(entry["path"] for entry in day) == sorted(files)
     assert set(day[0]) >= {"filename", "path", "size", "modified"}
-    assert day[0]["modified"].endswith("Z")
+    assert isinstance(day[0]["modified"], float)  # Unix seconds; the dashboard multiplies by 1000
 
 
 async def test_csv_data_echoes_the_filename_and_decimates(client: Client, store: Store) -> None:
@@ -372,12 +372,26 @@ async def test_200_simultaneous_connections_hit_max_clients_cleanly(
 
 async def test_healthz_follows_the_service_health(server: WiloServer, control: Control) -> None:
     status_code, headers, body = await http_get(server.port or 0, "/healthz")
-    assert status_code == 200 and json.loads(body) == {"status": "ok"}
+    assert status_code == 200
+    assert json.loads(body) == {
+        "status": "ok",
+        "reason": "ok",
+        "collecting": True,
+        "running": True,
+        "paused": False,
+    }
     assert headers["content-type"] == "application/json"
     control.healthy = (False, "sampler not alive")
+    control.paused = True
     status_code, _, body = await http_get(server.port or 0, "/healthz")
     assert status_code == 503
-    assert json.loads(body) == {"status": "unhealthy", "reason": "sampler not alive"}
+    assert json.loads(body) == {
+        "status": "unhealthy",
+        "reason": "sampler not alive",
+        "collecting": False,
+        "running": True,
+        "paused": True,
+    }
 
 
 async def test_metrics_and_unknown_paths(server: WiloServer, client: Client) -> None:

@@ -52,7 +52,8 @@ def test_metrics_carry_sampler_storage_and_server_figures() -> None:
     counters = ServerCounters(clients=3, live_frames_dropped_total=17)
     counters.reject("max_clients")
     counters.reject("max_clients")
-    values = parse(render_metrics(stats, storage, counters))
+    values = parse(render_metrics(stats, storage, counters, collecting=False, paused=True))
+    assert values["wilo_collecting"] == 0 and values["wilo_paused"] == 1
     assert values["wilo_samples_total"] == 48_000
     assert values['wilo_samples_lost_total{cause="fifo_overflow"}'] == 1
     assert values['wilo_samples_lost_total{cause="missed_deadline"}'] == 2
@@ -73,6 +74,9 @@ def test_metrics_carry_sampler_storage_and_server_figures() -> None:
 
 def test_metrics_without_histogram_are_still_valid() -> None:
     storage = StorageStatus(True, "", 0, None, 0, 0, 0, 0)
-    values = parse(render_metrics(SamplerStats(), storage, ServerCounters()))
+    values = parse(
+        render_metrics(SamplerStats(), storage, ServerCounters(), collecting=True, paused=False)
+    )
+    assert values["wilo_collecting"] == 1 and values["wilo_paused"] == 0
     assert not any(key.startswith("wilo_deadline_deviation_hist") for key in values)
     assert values["wilo_storage_healthy"] == 1

@@ -260,7 +260,8 @@ def test_folder_structure_lists_every_segment(tmp_path: Path, open_store: OpenSt
     for entry in files:
         assert entry["path"] == "2026/11/Week_4/27/" + entry["filename"]
         assert entry["size"] == (store.readings_dir / entry["path"]).stat().st_size
-        assert entry["modified"].endswith("Z")
+        mtime = (store.readings_dir / entry["path"]).stat().st_mtime
+        assert isinstance(entry["modified"], float) and abs(entry["modified"] - mtime) < 0.001
     assert store.resolve(files[0]["path"]) == store.readings_dir / files[0]["path"]
 
 

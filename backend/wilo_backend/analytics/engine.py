@@ -38,6 +38,8 @@ log = logging.getLogger("wilo_backend.analytics")
 
 # Window spectra kept for get_spectrum averaging (float32: 300 × 4 × 401 × 4 B ≈ 1.9 MB).
 SPECTRUM_HISTORY_WINDOWS = 300
+# the newest features count as stale after this long without a new window (at least 5 windows)
+STALE_AFTER_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,11 @@ class Analytics:
             clock=clock,
         )
         self.on_zone_change = on_zone_change
+        self._clock = clock
+        # the newest features are stale (collection stopped or paused, sensor lost) once no
+        # window has ended for this long: their gauges leave /metrics instead of freezing
+        self.stale_after_seconds = max(STALE_AFTER_SECONDS, 5 * config.window_seconds)
+        self._latest_end_s = 0.0
         self._buffer = np.empty((self.plan.samples, 3))
         self._filled = 0
         self._window_t_ns = 0
@@ -194,6 +201,7 @@ class Analytics:
             self._spectra[self._spectra_count % SPECTRUM_HISTORY_WINDOWS] = power
             self._spectra_count += 1
             self._latest = latest
+            self._latest_end_s = t_ns / 1e9 + self.config.window_seconds
             self._zone = zone
             self._windows += 1
         self._compute_seconds += time.thread_time() - started
@@ -283,12 +291,21 @@ class Analytics:
             store=self.store.status(),
         )
 
+    @property
+    def fresh(self) -> bool:
+        """Whether the newest window ended recently (false before the first one)."""
+        return (
+            self._latest is not None
+            and self._clock() - self._latest_end_s <= self.stale_after_seconds
+        )
+
     def status_data(self) -> dict[str, Any]:
         """Fields for the `status` reply: the zone, the newest velocity, the limits."""
         latest = self.latest()
         return {
             "zone": self.zone,
             "vrms_mms": latest["vrms_mms"] if latest else None,
+            "features_stale": not self.fresh,
             "zone_limits_mms": list(self.limits.boundaries_mms),
             "feature_windows": self._windows,
             "features_error": self.store.error,
@@ -305,7 +322,14 @@ class Analytics:
             lines.append(f"# TYPE {name} {kind}")
             lines.extend(f"{name}{labels} {value:.6g}" for labels, value in samples)
 
-        if latest is not None:
+        fresh = self.fresh
+        metric(
+            "wilo_analytics_fresh",
+            "gauge",
+            "1 while the vibration gauges come from a recent window (0: stale, gauges absent)",
+            [("", float(fresh))],
+        )
+        if latest is not None and fresh:
             docs = {
                 "rms_ms2": ("wilo_vibration_accel_rms_ms2", "Acceleration RMS (AC), m/s²"),
                 "peak_ms2": ("wilo_vibration_accel_peak_ms2", "Acceleration peak (AC), m/s²"),
@@ -326,12 +350,13 @@ class Analytics:
                 "Largest axis velocity RMS, mm/s (judged for the zone)",
                 [("", float(latest["vrms_mms"]))],
             )
-        metric(
-            "wilo_vibration_zone",
-            "gauge",
-            "Severity zone: 0=A 1=B 2=C 3=D, -1 before the first window",
-            [("", float(self._zone))],
-        )
+        if fresh:
+            metric(
+                "wilo_vibration_zone",
+                "gauge",
+                "Severity zone: 0=A 1=B 2=C 3=D (absent while stale)",
+                [("", float(self._zone))],
+            )
         counters = [
             ("wilo_analytics_windows_total", "Windows analysed", stats.windows),
             ("wilo_analytics_gaps_total", "Sample-index gaps that dropped a window", stats.gaps),

@@ -72,6 +72,17 @@ class Acquisition:
             self._update_deviation()
         return batches
 
+    def drain(self) -> list[SampleBatch]:
+        """At a clean stop: what the sensor's FIFO still holds (up to a poll interval of
+        samples that would otherwise be lost with the process)."""
+        if self._stream is None:
+            return []
+        try:
+            return self._stream.drain()
+        except SensorError as exc:
+            log.warning("final FIFO read at stop failed: %s", exc)
+            return []
+
     def _connect(self) -> bool:
         now = self.clock.now_ns()
         if now < self._next_attempt_ns:

@@ -17,7 +17,7 @@ from typing import Any
 from wilo_backend.config import SamplerConfig, SensorConfig
 from wilo_backend.model import OUTPUT_RATE_HZ, SampleBatch, SamplerStats
 from wilo_backend.sampler.acquire import Acquisition
-from wilo_backend.sampler.transport import RingReader, RingWriter, ring_bytes
+from wilo_backend.sampler.transport import RingReader, RingWriter, SharedLock, ring_bytes
 from wilo_backend.sensor.bus import Bus
 from wilo_backend.sensor.clock import Clock, MonotonicClock
 from wilo_backend.sensor.faults import FaultClock, FaultPlan
@@ -29,6 +29,8 @@ ISOLATED_CPUS = Path("/sys/devices/system/cpu/isolated")
 HEARTBEAT_TIMEOUT_S = 2.0  # a child that has not looped for this long counts as hung
 STATS_INTERVAL_NS = 50_000_000
 PARENT_CHECK_NS = 100_000_000
+# the service's own log format (service.py), so the sampler's lines carry a time too
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def parse_cpu_list(text: str) -> list[int]:
@@ -108,24 +110,23 @@ def _acquisition_main(
     config: SamplerConfig,
     buffer: Any,
     capacity: int,
+    lock: SharedLock,
     notify: Connection,
     parent_pid: int,
     log_level: int,
 ) -> None:
-    """Body of the child process. Runs until asked to stop, SIGTERM, or the parent is gone."""
-    logging.basicConfig(
-        stream=sys.stderr, level=log_level, format="%(levelname)s %(name)s: %(message)s"
-    )
-    stopping = False
+    """Body of the child process. Runs until the parent asks it to stop or is gone.
 
-    def on_term(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops us
+    SIGTERM and SIGINT are ignored: systemd (and Ctrl-C) signal the whole process group at once,
+    and the parent, which stops us through the ring, must still find us alive then; a child that
+    exited on its own signal was taken for a crash. A parent killed outright is noticed through
+    getppid() within PARENT_CHECK_NS, and the parent's stop() ends with SIGKILL if need be.
+    """
+    logging.basicConfig(stream=sys.stderr, level=log_level, format=LOG_FORMAT)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cpu, realtime = _pin_and_prioritise(config)
-    writer = RingWriter(buffer, capacity, notify.fileno())
+    writer = RingWriter(buffer, capacity, lock, notify.fileno())
     # sensor.sim.fault_file (soak tests): scheduled faults and a shifted wall clock, sim only
     faults = None
     if sensor.driver == "sim" and sensor.sim.fault_file:
@@ -141,21 +142,29 @@ def _acquisition_main(
         realtime,
     )
     last_stats = last_parent_check = 0
-    while not stopping and not writer.stop_requested:
+    parent_gone = False
+    while not writer.stop_requested:
         for batch in acquisition.step():
             writer.write(batch)
+        writer.flush()  # batches that found the lock taken last time
         now = clock.now_ns()
         writer.heartbeat(now)
-        if now - last_stats >= STATS_INTERVAL_NS:
-            writer.publish_stats(acquisition.stats)
+        if now - last_stats >= STATS_INTERVAL_NS and writer.publish_stats(acquisition.stats):
             last_stats = now
         if now - last_parent_check >= PARENT_CHECK_NS:
             last_parent_check = now
             if os.getppid() != parent_pid:
                 log.warning("parent process %d is gone; sampler exits", parent_pid)
+                parent_gone = True
                 break
+    if not parent_gone:
+        # a clean stop: keep what the sensor's FIFO still holds, and hand everything over
+        for batch in acquisition.drain():
+            writer.write(batch)
+        if not writer.flush(block=True):
+            log.warning("could not hand over the last samples: the ring stayed locked")
     acquisition.stats.running = False
-    writer.publish_stats(acquisition.stats)
+    writer.publish_stats(acquisition.stats, block=True)
 
 
 class Sampler:
@@ -167,7 +176,8 @@ class Sampler:
         self.capacity = max(1, round(sampler.buffer_seconds * OUTPUT_RATE_HZ))
         self._context = multiprocessing.get_context("spawn")  # the parent has threads
         self._buffer = self._context.RawArray("B", ring_bytes(self.capacity))
-        self._reader = RingReader(self._buffer, self.capacity)
+        self._lock = self._context.Lock()  # orders the hand-off (transport.py)
+        self._reader = RingReader(self._buffer, self.capacity, self._lock)
         self._process: BaseProcess | None = None
         self._notify: Connection | None = None
 
@@ -182,6 +192,7 @@ class Sampler:
                 self.config,
                 self._buffer,
                 self.capacity,
+                self._lock,
                 send,
                 os.getpid(),
                 logging.getLogger().getEffectiveLevel(),

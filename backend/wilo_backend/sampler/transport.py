@@ -2,7 +2,23 @@
 
 A single-producer/single-consumer ring of samples that never blocks the producer: when the
 consumer falls more than a ring behind, the oldest samples are overwritten and the consumer
-counts exactly how many it missed. Counters travel in a seqlock-protected block beside it.
+counts exactly how many it missed. Counters travel in a block beside it.
+
+Ordering. The Pi's Cortex-A72 is ARMv8, whose stores may become visible to another core out of
+program order: a reader that sees the new head may still read old slot contents, and plain
+Python has no memory fence to prevent it. So publication is ordered by construction: every
+access to the head, the slots and the counters happens while holding one process-shared lock
+(a multiprocessing Lock, i.e. a POSIX semaphore). POSIX (XBD 4.12, "Memory Synchronization")
+requires sem_wait/sem_trywait/sem_post to synchronise memory; glibc implements them with
+acquire/release atomics on every architecture, aarch64 included. What the writer stored before
+its sem_post is therefore visible to a reader after its sem_wait. The lone heartbeat word is
+written outside the lock: an aligned 64-bit store is single-copy atomic on ARMv8 and its
+ordering against other data does not matter.
+
+The writer only ever *tries* the lock (sem_trywait): when the reader holds it (a copy takes
+microseconds, but the parent may be descheduled mid-copy) the batch waits in a bounded queue
+and goes out with the next write, so the sampler never blocks on its consumer. The reader waits
+for the lock with a timeout, so a child killed while holding it cannot hang the parent.
 """
 
 from __future__ import annotations
@@ -12,8 +28,9 @@ import itertools
 import math
 import os
 import time
+from collections import deque
 from dataclasses import fields
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -21,12 +38,22 @@ from wilo_backend.model import Float64Array, Int64Array, SampleBatch, SamplerSta
 from wilo_backend.sensor.pacing import HIST_BOUNDS_US
 
 # control words (int64)
-_HEAD = 0  # samples published (monotonic count of ring writes)
-_RESERVED = 1  # samples being written: slots up to here may be in flux
+_HEAD = 0  # samples published (monotonic count of ring writes); under the lock
+_DROPPED = 1  # samples the writer dropped while the lock stayed taken; under the lock
 _STOP = 2  # parent asks the child to stop
-_STATS_SEQ = 3  # odd while the child writes the counters block
 _HEARTBEAT = 4  # child's CLOCK_MONOTONIC ns at its last loop
 _CONTROL_WORDS = 8
+# how long the reader waits for the lock before giving up on this read
+_READ_LOCK_TIMEOUT_S = 0.5
+
+
+class SharedLock(Protocol):
+    """A process-shared lock (multiprocessing's Lock: a POSIX semaphore)."""
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool: ...
+
+    def release(self) -> None: ...
+
 
 # counters block (float64): the numeric SamplerStats fields, then the histogram counts
 _STAT_FIELDS = (
@@ -86,21 +113,56 @@ class _Shared:
 class RingWriter(_Shared):
     """The acquisition process's end: `write` never waits for the reader."""
 
-    def __init__(self, buffer: Any, capacity: int, notify_fd: int | None = None) -> None:
+    def __init__(
+        self, buffer: Any, capacity: int, lock: SharedLock, notify_fd: int | None = None
+    ) -> None:
         super().__init__(buffer, capacity)
+        self.lock = lock
         self.notify_fd = notify_fd
         if notify_fd is not None:
             os.set_blocking(notify_fd, False)
+        self._queued: deque[SampleBatch] = deque()  # batches waiting for the lock
+        self._queued_samples = 0
+        self._dropped = 0  # dropped from the queue, not yet told to the reader
+        self.deferred = 0  # writes that found the lock taken (for tests and benchmarks)
 
     def write(self, batch: SampleBatch) -> None:
+        """Publish `batch` now, or with the next write if the reader holds the lock."""
+        if len(batch):
+            self._queued.append(batch)
+            self._queued_samples += len(batch)
+            while self._queued_samples - len(self._queued[0]) >= self.capacity:
+                # more than a ring is waiting: the oldest would be overwritten anyway
+                dropped = self._queued.popleft()
+                self._queued_samples -= len(dropped)
+                self._dropped += len(dropped)
+        self.flush(block=False)
+
+    def flush(self, block: bool = False, timeout_s: float = 1.0) -> bool:
+        """Publish every queued batch; False if the lock was not had (they stay queued)."""
+        if not self._queued and not self._dropped:
+            return True
+        if not self.lock.acquire(block, timeout_s if block else None):
+            self.deferred += 1
+            return False
+        try:
+            while self._queued:
+                self._put(self._queued.popleft())
+            self._queued_samples = 0
+            self.control[_DROPPED] += self._dropped
+            self._dropped = 0
+        finally:
+            self.lock.release()
+        self._notify()
+        return True
+
+    def _put(self, batch: SampleBatch) -> None:
+        """Copy one batch into the slots and advance the head (the lock is held)."""
         n = len(batch)
-        if n == 0:
-            return
         head = int(self.control[_HEAD])
         skip = max(0, n - self.capacity)  # a batch larger than the ring keeps its newest part
         head += skip
         n -= skip
-        self.control[_RESERVED] = head + n  # before touching slots the reader may be copying
         start = head % self.capacity
         first = min(n, self.capacity - start)
         rows = np.arange(batch.first_index + skip, batch.first_index + skip + n, dtype=np.int64)
@@ -113,7 +175,6 @@ class RingWriter(_Shared):
             self.t_ns[:rest] = batch.t_ns[skip + first :]
             self.xyz[:rest] = batch.xyz[skip + first :]
         self.control[_HEAD] = head + n
-        self._notify()
 
     def _notify(self) -> None:
         if self.notify_fd is None:
@@ -122,19 +183,24 @@ class RingWriter(_Shared):
         with contextlib.suppress(BlockingIOError, BrokenPipeError):
             os.write(self.notify_fd, b"\x01")
 
-    def publish_stats(self, stats: SamplerStats) -> None:
-        self.control[_STATS_SEQ] += 1  # odd: being written
-        values = self.counters
-        for slot, name in enumerate(_STAT_FIELDS):
-            value = getattr(stats, name)
-            values[slot] = -1.0 if value is None else float(value)
-        counts = stats.deviation_hist_counts
-        for slot in range(_HIST_SLOTS):
-            values[len(_STAT_FIELDS) + slot] = counts[slot] if slot < len(counts) else 0.0
-        encoded = stats.last_error.encode("utf-8", "replace")[: _ERROR_BYTES - 1]
-        self.error[: len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
-        self.error[len(encoded)] = 0
-        self.control[_STATS_SEQ] += 1
+    def publish_stats(self, stats: SamplerStats, block: bool = False) -> bool:
+        """Copy the counters into the shared block; skipped (False) if the lock is taken."""
+        if not self.lock.acquire(block, 1.0 if block else None):
+            return False
+        try:
+            values = self.counters
+            for slot, name in enumerate(_STAT_FIELDS):
+                value = getattr(stats, name)
+                values[slot] = -1.0 if value is None else float(value)
+            counts = stats.deviation_hist_counts
+            for slot in range(_HIST_SLOTS):
+                values[len(_STAT_FIELDS) + slot] = counts[slot] if slot < len(counts) else 0.0
+            encoded = stats.last_error.encode("utf-8", "replace")[: _ERROR_BYTES - 1]
+            self.error[: len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
+            self.error[len(encoded)] = 0
+        finally:
+            self.lock.release()
+        return True
 
     def heartbeat(self, now_ns: int) -> None:
         self.control[_HEARTBEAT] = now_ns
@@ -147,36 +213,42 @@ class RingWriter(_Shared):
 class RingReader(_Shared):
     """The parent's end: `read` returns what arrived since last time, split at gaps."""
 
-    def __init__(self, buffer: Any, capacity: int) -> None:
+    def __init__(self, buffer: Any, capacity: int, lock: SharedLock) -> None:
         super().__init__(buffer, capacity)
+        self.lock = lock
         self.tail = 0
         self.lost_handoff = 0
+        self._values: Float64Array = self.counters.copy()  # the last consistent counters
+        self._error = bytes(self.error)
 
     def request_stop(self) -> None:
         self.control[_STOP] = 1
 
     @property
     def pending(self) -> int:
+        """Samples published since the last read: a hint for waiting (read() takes the lock)."""
         return int(self.control[_HEAD]) - self.tail
 
     def read(self) -> list[SampleBatch]:
-        head = int(self.control[_HEAD])
-        if head == self.tail:
-            return []
-        start = max(self.tail, head - self.capacity)
-        index, t_ns, xyz = self._copy(start, head)
-        # the writer may have lapped us while we copied: drop what it overwrote
-        overwritten = int(self.control[_RESERVED]) - self.capacity - start
-        if overwritten > 0:
-            index, t_ns, xyz = index[overwritten:], t_ns[overwritten:], xyz[overwritten:]
-            start += overwritten
-        self.lost_handoff += start - self.tail
+        if not self.lock.acquire(True, _READ_LOCK_TIMEOUT_S):
+            return []  # the writer died holding it; the parent notices the dead child
+        try:
+            head = int(self.control[_HEAD])
+            dropped = int(self.control[_DROPPED])
+            self.control[_DROPPED] = 0
+            if head == self.tail:
+                index, t_ns, xyz = _EMPTY
+            else:
+                start = max(self.tail, head - self.capacity)
+                index, t_ns, xyz = self._copy(start, head)
+                self.lost_handoff += start - self.tail
+        finally:
+            self.lock.release()
+        self.lost_handoff += dropped
         self.tail = head
         return _split(index, t_ns, xyz)
 
     def _copy(self, start: int, stop: int) -> tuple[Int64Array, Int64Array, Float64Array]:
-        if start >= stop:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3))
         a, b = start % self.capacity, stop % self.capacity
         if a < b:
             return self.index[a:b].copy(), self.t_ns[a:b].copy(), self.xyz[a:b].copy()
@@ -191,15 +263,14 @@ class RingReader(_Shared):
         return math.inf if beat == 0 else (time.monotonic_ns() - beat) / 1e9
 
     def stats(self) -> SamplerStats:
-        """A consistent copy of the child's counters (retries while the child is writing)."""
-        for _ in range(1000):
-            before = int(self.control[_STATS_SEQ])
-            if before % 2 == 0:
-                values = self.counters.copy()
-                error = bytes(self.error)
-                if int(self.control[_STATS_SEQ]) == before:
-                    break
-            time.sleep(0)
+        """A consistent copy of the child's counters (the previous copy if the lock is busy)."""
+        if self.lock.acquire(True, _READ_LOCK_TIMEOUT_S):
+            try:
+                self._values = self.counters.copy()
+                self._error = bytes(self.error)
+            finally:
+                self.lock.release()
+        values, error = self._values, self._error
         result = SamplerStats()
         for slot, name in enumerate(_STAT_FIELDS):
             value = float(values[slot])
@@ -218,6 +289,13 @@ class RingReader(_Shared):
         result.last_error = error.split(b"\0", 1)[0].decode("utf-8", "replace")
         result.lost_handoff = self.lost_handoff
         return result
+
+
+_EMPTY: tuple[Int64Array, Int64Array, Float64Array] = (
+    np.zeros(0, np.int64),
+    np.zeros(0, np.int64),
+    np.zeros((0, 3)),
+)
 
 
 def _split(index: Int64Array, t_ns: Int64Array, xyz: Float64Array) -> list[SampleBatch]:

@@ -91,6 +91,11 @@ class FifoStream:
         now = self.clock.now_ns()
         if now > self._next_poll_ns:
             self._next_poll_ns = now + self.poll_ns  # late: poll again a full interval from now
+        return self.drain()
+
+    def drain(self) -> list[SampleBatch]:
+        """Poll now, without waiting for the next poll time (also: the last poll at a stop, so
+        the samples still in the sensor's FIFO are kept)."""
         try:
             poll = self.reader.poll()
         finally:
@@ -197,6 +202,10 @@ class PolledStream:
         self._missed_seen = self.pacer.missed
         self.stats.samples += got
         return self._batches(got)
+
+    def drain(self) -> list[SampleBatch]:
+        """Nothing waits in a FIFO in polled mode: each sample was read at its deadline."""
+        return []
 
     def _batches(self, got: int) -> list[SampleBatch]:
         if got == 0:

@@ -91,6 +91,25 @@ def _text_response(status: http.HTTPStatus, text: str) -> Response:
     return _response(status, text.encode(), "text/plain; charset=utf-8")
 
 
+def _not_an_http_answer(record: logging.LogRecord) -> bool:
+    """websockets logs every response given instead of a handshake as "connection rejected":
+    /healthz, /metrics, the page and downloads are answers, not rejections. Real refusals
+    (too many clients, bad token) are counted in /metrics by the server itself."""
+    return not str(record.msg).startswith("connection rejected")
+
+
+logging.getLogger("websockets.server").addFilter(_not_an_http_answer)
+
+
+def _peer(connection: ServerConnection) -> str:
+    """The client's address as host:port, for log lines."""
+    address = connection.remote_address
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = str(address[0])
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return str(address)
+
+
 def _host_for_url(connection: ServerConnection) -> str:
     """host:port of the socket the client reached, for a request without a Host header."""
     address = connection.local_address
@@ -307,15 +326,27 @@ class WiloServer:
             return None
         if path == "/healthz":
             healthy, reason = self._control.health()
-            if healthy:
-                return _json_response(http.HTTPStatus.OK, {"status": "ok"})
-            return _json_response(
-                http.HTTPStatus.SERVICE_UNAVAILABLE, {"status": "unhealthy", "reason": reason}
-            )
+            running, paused = self._collection_state()
+            health = {
+                "status": "ok" if healthy else "unhealthy",
+                "reason": reason if not healthy else "ok",
+                "collecting": running and not paused,
+                "running": running,
+                "paused": paused,
+            }
+            status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
+            return _json_response(status, health)
         if path == "/metrics":
             if self._config.protect_reads and not self._handshake_authorized(request):
                 return _text_response(http.HTTPStatus.UNAUTHORIZED, UNAUTHORIZED + "\n")
-            body = render_metrics(self._control.sampler_stats(), self._view.status(), self.counters)
+            running, paused = self._collection_state()
+            body = render_metrics(
+                self._control.sampler_stats(),
+                self._view.status(),
+                self.counters,
+                collecting=running and not paused,
+                paused=paused,
+            )
             body += "".join(render() for render in self._metrics_sources)
             return _response(http.HTTPStatus.OK, body.encode(), CONTENT_TYPE)
         if path.startswith("/exports/"):
@@ -328,6 +359,11 @@ class WiloServer:
             # break the page for the very users who have the token.
             return _response(http.HTTPStatus.OK, page[0], page[1])
         return _text_response(http.HTTPStatus.NOT_FOUND, f"not found: {path[:200]}\n")
+
+    def _collection_state(self) -> tuple[bool, bool]:
+        """(running, paused) as the status reply says them."""
+        data = self._control.status_data()
+        return bool(data.get("running")), bool(data.get("paused"))
 
     async def _download(
         self, connection: ServerConnection, request: Request, filename: str
@@ -476,6 +512,9 @@ class WiloServer:
         if request.command == EXPORT_COMMAND:
             self._spawn(self._export(client, rid))
             return None
+        if request.command in CONTROL_COMMANDS:
+            # who stopped collection, and when: the journal must be able to tell
+            log.info("%s requested by %s", request.command, _peer(client.connection))
         if request.command in self._threaded:
             reply = await asyncio.to_thread(self._dispatcher.handle, request)
         else:

@@ -206,9 +206,23 @@ def _server(out: _Writer, counters: ServerCounters) -> None:
     out.one("wilo_downloads_total", "counter", "Export downloads served.", counters.downloads_total)
 
 
-def render_metrics(sampler: SamplerStats, storage: StorageStatus, counters: ServerCounters) -> str:
+def render_metrics(
+    sampler: SamplerStats,
+    storage: StorageStatus,
+    counters: ServerCounters,
+    *,
+    collecting: bool,
+    paused: bool,
+) -> str:
     """The /metrics body."""
     out = _Writer()
+    out.one(
+        "wilo_collecting",
+        "gauge",
+        "1 while samples are stored and streamed (not stopped or paused by a client).",
+        collecting,
+    )
+    out.one("wilo_paused", "gauge", "1 while a client has paused collection.", paused)
     _sampler(out, sampler)
     _storage(out, storage)
     _server(out, counters)

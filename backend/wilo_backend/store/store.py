@@ -652,7 +652,8 @@ class Store:
                     "filename": filename,
                     "path": relative,
                     "size": size,
-                    "modified": _iso_z(mtime_ns),
+                    # Unix seconds, a number: the dashboard multiplies it by 1000 (SPEC §5)
+                    "modified": round(mtime_ns / 1e9, 3),
                 }
             )
         return tree
