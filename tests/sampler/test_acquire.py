@@ -256,3 +256,32 @@ def test_slow_first_polls_are_stamped_near_the_wall_clock_of_their_poll(slow_pol
     last = run.batches[-1]
     lag_ns = run.clock.t_ns + run.clock.offset_ns - int(last.t_ns[-1])
     assert 0 < lag_ns < 20_000_000  # the newest sample is from the last poll interval
+
+
+def test_a_clean_stop_drains_what_the_fifo_still_holds() -> None:
+    """The stop comes between two polls: the samples gathered since the last one are read out
+    at once instead of dying with the process."""
+    run = Run()
+    run.for_seconds(2.0)
+    last_poll_lag_ns = run.clock.t_ns + run.clock.offset_ns - int(run.batches[-1].t_ns[-1])
+    delivered = run.delivered
+    run.clock.advance(12_000_000)  # 12 ms into the 15 ms poll interval: ~12 samples waiting
+    drained = run.acq.drain()
+    assert drained, "the FIFO's content was not read at the stop"
+    got = sum(len(b) for b in drained)
+    assert 8 <= got <= 11  # 12 ms at 800 Hz, less what the resampler still holds back
+    run.batches.extend(drained)
+    assert run.delivered == delivered + got
+    run.assert_gaps_are_counted()
+    stop_wall_ns = run.clock.t_ns + run.clock.offset_ns
+    lag_ns = stop_wall_ns - int(drained[-1].t_ns[-1])
+    assert abs(lag_ns - last_poll_lag_ns) < 2_000_000  # as fresh as after any poll
+
+
+def test_drain_in_polled_mode_and_without_a_sensor_returns_nothing() -> None:
+    run = Run(mode="polled")
+    run.for_seconds(0.2)
+    assert run.acq.drain() == []
+    absent = Run(open_bus=lambda: (_ for _ in ()).throw(OSError(errno.ENOENT, "no bus")))
+    absent.for_seconds(0.2)
+    assert absent.acq.drain() == []

@@ -80,6 +80,10 @@ def test_segment_name_in_a_local_zone_and_its_repeated_hour() -> None:
         "2026/13/Week_4/27/152200.csv",
         "2026/11/Week_4/27/./152200.csv",
         "",
+        "\uff12026/11/Week_4/27/152200.csv",  # a fullwidth digit: \\d would take it
+        "2026/11/Week_4/27/15220\u0660.csv",  # an Arabic-Indic zero
+        "2026/11/Week_4/2\u0667/152200.csv",
+        "2026/11/Week_4/27/152200_\u0661.csv",
     ],
 )
 def test_check_relative_rejects_non_segments(bad: str) -> None:

@@ -40,7 +40,7 @@ COARSE_SECONDS = 600
 RAW_MEMORY_SECONDS = 3600
 TAIL_CHUNK_BYTES = 1 << 20
 NS = 1_000_000_000
-_DAY_FILE = re.compile(r"^(\d{4})/(\d{2})/(\d{2})(\.minutes)?\.csv$")
+_DAY_FILE = re.compile(r"^([0-9]{4})/([0-9]{2})/([0-9]{2})(\.minutes)?\.csv$")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 

@@ -17,7 +17,7 @@ from wilo_backend.store.recovery import scan_segment_files
 
 log = logging.getLogger(__name__)
 
-_EXPORT_RE = re.compile(r"^readings_\d{8}T\d{6}Z(?:_\d+)?\.zip$")
+_EXPORT_RE = re.compile(r"^readings_[0-9]{8}T[0-9]{6}Z(?:_[0-9]+)?\.zip$")
 _CHUNK_BYTES = 1 << 20
 
 README = """wilo-backend vibration readings

@@ -19,8 +19,8 @@ AGGREGATE_NAME = "aggregate_data.csv"
 # YYYY/MM/Week_N/DD/HHMMSS.csv, or HHMMSS_k.csv when that second already has a file (a repeated
 # local hour, a wall-clock step backwards, a stop/start within one second).
 _SEGMENT_RE = re.compile(
-    r"^(?P<year>\d{4})/(?P<month>0[1-9]|1[0-2])/Week_(?P<week>[1-5])/"
-    r"(?P<day>0[1-9]|[12]\d|3[01])/(?P<hms>\d{6})(?:_(?P<suffix>[1-9]\d{0,3}))?\.csv$"
+    r"^(?P<year>[0-9]{4})/(?P<month>0[1-9]|1[0-2])/Week_(?P<week>[1-5])/"
+    r"(?P<day>0[1-9]|[12][0-9]|3[01])/(?P<hms>[0-9]{6})(?:_(?P<suffix>[1-9][0-9]{0,3}))?\.csv$"
 )
 MAX_SUFFIX = 9999
 
