@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from websockets.asyncio.client import connect
@@ -86,3 +87,26 @@ async def test_protect_reads_guards_everything_but_healthz(
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     assert (await http_get(server.port, "/metrics", headers=bearer))[0] == 200
     assert (await http_get(server.port, "/healthz"))[0] == 200
+
+
+@pytest.mark.parametrize("way", ["query", "bearer", "field"])
+@pytest.mark.parametrize(
+    "near", [TOKEN[:1], TOKEN[:-1], TOKEN + "x", TOKEN.upper(), "x" + TOKEN, TOKEN[1:]]
+)
+async def test_a_prefix_or_extension_of_the_token_is_refused(
+    guarded: Any, control: Control, way: str, near: str
+) -> None:
+    url = ws_url(guarded, query=f"?token={quote(near)}" if way == "query" else "")
+    headers = {"Authorization": f"Bearer {near}"} if way == "bearer" else None
+    fields = {"token": near} if way == "field" else {}
+    async with connect(url, additional_headers=headers) as ws:
+        client = Client(ws)
+        reply = await client.request("stop_collection", **fields)
+        assert reply["type"] == "error" and reply["message"].startswith("unauthorized")
+    assert control.calls == []
+    bare = "/exports/readings_20260101T000000Z.zip"
+    assert (await http_get(guarded.port, bare + f"?token={quote(near)}"))[0] in (401, 404)
+    assert (await http_get(guarded.port, bare, headers={"Authorization": f"Bearer {near}"}))[0] in (
+        401,
+        404,
+    )

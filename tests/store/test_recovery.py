@@ -134,3 +134,26 @@ def test_missing_summaries_are_rebuilt_from_csv(tmp_path: Path) -> None:
     assert abs(peak - 140.0) < 1e-5
     assert len(list((tmp_path / "summaries").iterdir())) == len(again.file_list())
     again.close()
+
+
+def test_every_byte_of_the_newest_segment_is_compared_with_the_aggregate_tail(
+    tmp_path: Path,
+) -> None:
+    """A crash mid-copy can leave any byte of the newest segment's rows wrong in the aggregate,
+    not only near its ends: a single changed digit anywhere must be found and repaired."""
+    store, _ = _written_store(tmp_path, 25, segment_seconds=10)
+    newest = store.readings_dir / store.file_list()[0]
+    newest_rows = newest.stat().st_size - len(HEADER)
+    store.close()
+    aggregate = store.readings_dir / AGGREGATE_NAME
+    size = aggregate.stat().st_size
+    for fraction in (0.31, 0.5, 0.77):  # well away from both ends of the segment's rows
+        offset = size - newest_rows + int(newest_rows * fraction)
+        data = bytearray(aggregate.read_bytes())
+        while not chr(data[offset]).isdigit():
+            offset += 1
+        data[offset] = ord("7") if data[offset] != ord("7") else ord("3")  # still a valid number
+        aggregate.write_bytes(bytes(data))
+        again = _reopen(tmp_path, segment_seconds=10)
+        _check_exact(again)
+        again.close()
