@@ -446,3 +446,36 @@ async def test_a_connection_that_never_sends_its_request_is_dropped(
         assert await reader.read() == b""  # the server hung up
     writer.close()
     assert (await http_get(server.port or 0, "/healthz"))[0] == 200
+
+
+@pytest.mark.parametrize("request_id", [0, ""])
+async def test_a_falsy_request_id_is_echoed_in_every_kind_of_reply(
+    server: WiloServer, request_id: object
+) -> None:
+    """0 and "" are request ids like any other: a client waiting for its reply by id must get it
+    (found by timing out in a flood test when 0 was dropped)."""
+    frames: list[dict[str, object]] = [
+        {"command": "get_status"},
+        {"command": "get_file_list"},
+        {"command": "get_folder_structure"},
+        {"command": "get_recent_data", "seconds": 2, "max_points": 10},
+        {"command": "pause_collection"},
+        {"command": "resume_collection"},
+        {"command": "subscribe_live", "max_rate_hz": 50},
+        {"command": "unsubscribe_live"},
+        {"command": "export_all_csv_zip"},
+        {"command": "get_csv_data", "filename": "../etc/passwd"},  # an error reply
+        {"command": "no_such_command"},  # an error reply before dispatch
+    ]
+    async with connect(ws_url(server)) as ws:
+        client = Client(ws)
+        for frame in frames:
+            await client.send_raw(json.dumps({**frame, "request_id": request_id}))
+            async with asyncio.timeout(10):
+                while True:
+                    reply = json.loads(await ws.recv())
+                    if "request_id" in reply:
+                        break
+            assert reply["request_id"] == request_id and type(reply["request_id"]) is type(
+                request_id
+            ), (frame, reply)
