@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from test_service import start_service
 from websockets.sync.client import connect
+
+from test_service import start_service
 
 SESSION = Path(__file__).parent / "fixtures" / "dashboard_session.json"
 SEGMENT_PATH = re.compile(r"^[0-9]{4}/[0-9]{2}/Week_[1-5]/[0-9]{2}/[0-9]{6}(_[0-9]+)?\.csv$")
@@ -87,9 +88,7 @@ def check_reply(reply: dict[str, Any], sent: dict[str, Any]) -> None:
 
 def test_the_recorded_dashboard_session_gets_the_replies_it_reads(tmp_path: Path) -> None:
     steps = json.loads(SESSION.read_text())["steps"]
-    running = start_service(
-        tmp_path, "--sensor", "sim", env={"WILO_STORAGE_SEGMENT_SECONDS": "2"}
-    )
+    running = start_service(tmp_path, "--sensor", "sim", env={"WILO_STORAGE_SEGMENT_SECONDS": "2"})
     try:
         with connect(running.url, open_timeout=5) as ws:
             backlog: list[dict[str, Any]] = []
