@@ -42,7 +42,7 @@ install: $(STAMP) ## create .venv with the package and the dev tools (idempotent
 run: install ## run the service with the simulated sensor, data in ./readings
 	$(BIN)/wilo-backend run --sensor sim --data-dir $(DATA_DIR)
 
-test: install ## the whole pytest suite
+test: install browser ## the whole pytest suite (installs Debian's chromium for the live-page test)
 	$(BIN)/pytest
 
 lint: install ## ruff, mypy --strict and the deployment linters

@@ -253,3 +253,49 @@ def test_sigterm_to_the_process_group_stores_every_delivered_sample(tmp_path: Pa
     # the sampler's lines carry a timestamp like the service's own
     sampler_lines = [line for line in log.splitlines() if "wilo_backend.sampler" in line]
     assert sampler_lines and all(re.match(r"\d{4}-\d\d-\d\d ", line) for line in sampler_lines)
+
+
+def test_a_batch_the_store_raises_on_costs_only_itself_counted(tmp_path: Path) -> None:
+    """The pump hands a list of batches to the store; one that fails must not take the rest of
+    the list with it, and its samples are counted, not lost silently."""
+    import numpy as np
+
+    from wilo_backend.config import load_config
+    from wilo_backend.model import SampleBatch
+    from wilo_backend.service import Service
+
+    config = load_config(
+        None,
+        environ={},
+        overrides={
+            "storage": {"data_dir": str(tmp_path), "fsync": False},
+            "sensor": {"driver": "sim"},
+            "analytics": {"enabled": False},
+        },
+    )
+    service = Service(config)
+    service.store.open()
+    try:
+        start_ns = time.time_ns()
+        batches = [
+            SampleBatch(
+                k * 100, start_ns + np.arange(k * 100, k * 100 + 100) * 1_250_000, np.ones((100, 3))
+            )
+            for k in range(5)
+        ]
+        real_append = service.store.append
+
+        def append(batch: SampleBatch) -> None:
+            if batch.first_index == 200:
+                raise OSError(5, "Input/output error")
+            real_append(batch)
+
+        service.store.append = append  # type: ignore[method-assign]
+        service._store_batches(batches)
+        data = service.status_data()
+        assert data["samples_store_failed"] == 100
+        assert data["samples_stored"] == 400  # the batches after the failing one too
+    finally:
+        service.store.close()
+    rows = (tmp_path / "readings" / "aggregate_data.csv").read_text().splitlines()[1:]
+    assert len(rows) == 400
