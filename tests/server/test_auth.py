@@ -38,11 +38,17 @@ async def test_without_the_token_control_and_export_are_refused(
     assert control.calls == []
 
 
+def _giving(server: Any, way: str, token: str) -> tuple[str, dict[str, str] | None, dict[str, str]]:
+    """(URL, headers, request fields) that carry `token` the given way."""
+    url = ws_url(server, query=f"?token={quote(token)}" if way == "query" else "")
+    headers = {"Authorization": f"Bearer {token}"} if way == "bearer" else None
+    fields = {"token": token} if way == "field" else {}
+    return url, headers, fields
+
+
 @pytest.mark.parametrize("way", ["query", "bearer", "field"])
 async def test_each_way_of_giving_the_token_works(guarded: Any, control: Control, way: str) -> None:
-    url = ws_url(guarded, query=f"?token={TOKEN}" if way == "query" else "")
-    headers = {"Authorization": f"Bearer {TOKEN}"} if way == "bearer" else None
-    fields = {"token": TOKEN} if way == "field" else {}
+    url, headers, fields = _giving(guarded, way, TOKEN)
     async with connect(url, additional_headers=headers) as ws:
         client = Client(ws)
         reply = await client.request("pause_collection", **fields)
@@ -96,9 +102,7 @@ async def test_protect_reads_guards_everything_but_healthz(
 async def test_a_prefix_or_extension_of_the_token_is_refused(
     guarded: Any, control: Control, way: str, near: str
 ) -> None:
-    url = ws_url(guarded, query=f"?token={quote(near)}" if way == "query" else "")
-    headers = {"Authorization": f"Bearer {near}"} if way == "bearer" else None
-    fields = {"token": near} if way == "field" else {}
+    url, headers, fields = _giving(guarded, way, near)
     async with connect(url, additional_headers=headers) as ws:
         client = Client(ws)
         reply = await client.request("stop_collection", **fields)

@@ -261,7 +261,7 @@ def test_folder_structure_lists_every_segment(tmp_path: Path, open_store: OpenSt
         assert entry["path"] == "2026/11/Week_4/27/" + entry["filename"]
         assert entry["size"] == (store.readings_dir / entry["path"]).stat().st_size
         mtime = (store.readings_dir / entry["path"]).stat().st_mtime
-        # the mtime the store keeps may trail the last write by a moment; the dashboard shows seconds
+        # the store's mtime may trail the last write by a moment; the dashboard shows seconds
         assert isinstance(entry["modified"], float) and abs(entry["modified"] - mtime) < 1.0
     assert store.resolve(files[0]["path"]) == store.readings_dir / files[0]["path"]
 
