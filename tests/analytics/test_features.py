@@ -10,9 +10,9 @@ import pytest
 
 from analytics.signals import START_NS, FakeClock, tone_batches, velocity_rms_mms
 from wilo_backend.analytics import Analytics
-from wilo_backend.analytics.feature_store import iso_utc
 from wilo_backend.analytics.features import column, make_plan, window_features
 from wilo_backend.config import AnalyticsConfig
+from wilo_backend.timestamps import iso_z
 
 
 def analyse(tmp_path: Path, batches: object, config: AnalyticsConfig | None = None) -> Analytics:
@@ -107,7 +107,7 @@ def test_a_gap_in_sample_index_drops_the_partial_window(tmp_path: Path) -> None:
     assert analytics.windows == 2
     rows = analytics.features(3600, 100)
     stamps = [row["timestamp"] for row in rows]
-    assert stamps == [iso_utc(START_NS), iso_utc(START_NS + 1_500_000_000)]  # restart at 1200
+    assert stamps == [iso_z(START_NS), iso_z(START_NS + 1_500_000_000)]  # restart at 1200
 
 
 def test_window_length_is_configurable(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from wilo_backend.analytics.feature_store import FeatureStore, FeatureStoreStatus, iso_utc
+from wilo_backend.analytics.feature_store import FeatureStore, FeatureStoreStatus
 from wilo_backend.analytics.features import (
     CHANNELS,
     COLUMNS,
@@ -33,6 +33,7 @@ from wilo_backend.analytics.features import (
 from wilo_backend.analytics.zones import MEANING, NO_ZONE, ZoneLimits, classify, zone_name
 from wilo_backend.config import AnalyticsConfig
 from wilo_backend.model import OUTPUT_RATE_HZ, SampleBatch
+from wilo_backend.timestamps import iso_z
 
 log = logging.getLogger("wilo_backend.analytics")
 
@@ -70,7 +71,7 @@ class ZoneChange:
             "zone": self.zone,
             "vrms_mms": round(self.vrms_mms, 4),
             "limit_mms": self.limit_mms,
-            "timestamp": iso_utc(self.t_ns),
+            "timestamp": iso_z(self.t_ns),
             "message": self.message,
         }
 
@@ -195,7 +196,7 @@ class Analytics:
         row, power = window_features(self._buffer, self.plan)
         previous = self._zone
         zone = classify(float(row[VRMS_COLUMN]), self.limits, previous)
-        latest = {"timestamp": iso_utc(t_ns), "zone": zone_name(zone)}
+        latest = {"timestamp": iso_z(t_ns), "zone": zone_name(zone)}
         latest.update(zip(COLUMNS, np.round(row, 4).tolist(), strict=True))
         with self._lock:
             self._spectra[self._spectra_count % SPECTRUM_HISTORY_WINDOWS] = power

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import functools
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ import numpy.typing as npt
 
 from wilo_backend.analytics.features import COLUMNS, N_COLUMNS, VRMS_COLUMN
 from wilo_backend.analytics.zones import NO_ZONE, ZONES, zone_name
+from wilo_backend.timestamps import iso_array, iso_z, parse_iso_z
 
 log = logging.getLogger("wilo_backend.analytics.store")
 
@@ -41,35 +41,6 @@ RAW_MEMORY_SECONDS = 3600
 TAIL_CHUNK_BYTES = 1 << 20
 NS = 1_000_000_000
 _DAY_FILE = re.compile(r"^([0-9]{4})/([0-9]{2})/([0-9]{2})(\.minutes)?\.csv$")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def iso_utc(t_ns: int) -> str:
-    """Unix nanoseconds → '2026-11-27T16:22:00.123456Z'."""
-    seconds, rest_ns = divmod(int(t_ns), NS)
-    stamp = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{rest_ns // 1000:06d}Z"
-
-
-def parse_iso_utc(text: str) -> int:
-    """The inverse of iso_utc; ValueError for anything else."""
-    moment = dt.datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp without a zone: {text!r}")
-    return ((moment - _EPOCH) // dt.timedelta(microseconds=1)) * 1000
-
-
-@functools.lru_cache(maxsize=64)
-def _day_start_ns(date_text: str) -> int:
-    return parse_iso_utc(date_text + "T00:00:00+00:00")
-
-
-def _fast_iso_ns(text: str) -> int:
-    """iso_utc's own format ('2026-11-27T16:22:00.123456Z') without datetime per row."""
-    if len(text) != 27 or text[10] != "T" or text[19] != "." or text[26] != "Z":
-        return parse_iso_utc(text)
-    seconds = int(text[11:13]) * 3600 + int(text[14:16]) * 60 + int(text[17:19])
-    return _day_start_ns(text[:10]) + seconds * NS + int(text[20:26]) * 1000
 
 
 def _number(value: float) -> str:
@@ -192,7 +163,7 @@ def decimate(
     means = sums / count[:, None].astype(np.float32)
     values = np.round(means.astype(np.float64), 4).tolist()
     vmax_list = np.round(vmax.astype(np.float64), 4).tolist()
-    stamps = np.datetime_as_string(t_ns.astype("datetime64[ns]"), unit="us").tolist()
+    stamps = iso_array(t_ns).tolist()
     zones = [zone_name(z) for z in zone.tolist()]
     counts = count.tolist()
     points = []
@@ -338,13 +309,13 @@ class FeatureStore:
         try:
             if any(len(f) != 4 + N_COLUMNS or not f[0].endswith("Z") for f in fields):
                 raise ValueError("a row of the wrong shape")
-            t_ns = np.array([_fast_iso_ns(f[0]) for f in fields], np.int64)
+            t_ns = np.array([parse_iso_z(f[0]) for f in fields], np.int64)
             # float() on a flat list beats numpy's own str → float conversion by ~10×
             flat = [v for f in fields for v in (f[1], f[3], *f[4:])]
             numbers = np.array(list(map(float, flat))).reshape(len(fields), 2 + N_COLUMNS)
         except ValueError:
             good = list(self._rows([line.encode() for line in lines], 4 + N_COLUMNS))
-            t_ns = np.array([parse_iso_utc(f[0]) for f in good], np.int64)
+            t_ns = np.array([parse_iso_z(f[0]) for f in good], np.int64)
             numbers = np.array([[float(v) for v in (f[1], f[3], *f[4:])] for f in good])
             fields = good
         if not fields:
@@ -366,7 +337,7 @@ class FeatureStore:
             try:
                 if len(fields) != width:
                     raise ValueError(f"{len(fields)} fields, expected {width}")
-                parse_iso_utc(fields[0])
+                parse_iso_z(fields[0])
             except ValueError:
                 self.bad_lines += 1
                 continue
@@ -386,7 +357,7 @@ class FeatureStore:
                     lines = data.split(b"\n", 2)
                     if position > 0 and len(lines) == 3:
                         try:
-                            if parse_iso_utc(lines[1].split(b",", 1)[0].decode()) < since_ns:
+                            if parse_iso_z(lines[1].split(b",", 1)[0].decode()) < since_ns:
                                 break
                         except (ValueError, UnicodeDecodeError):
                             pass
@@ -397,7 +368,7 @@ class FeatureStore:
         if position > 0:
             lines = lines[1:]  # the first piece is the end of an earlier line
         for fields in self._rows(lines, 2 + N_COLUMNS):
-            t_ns = parse_iso_utc(fields[0])
+            t_ns = parse_iso_z(fields[0])
             if t_ns >= since_ns:
                 zone = ZONES.index(fields[1]) if fields[1] in ZONES else NO_ZONE
                 yield t_ns, zone, [float(v) for v in fields[2:]]
@@ -407,7 +378,7 @@ class FeatureStore:
     def append(self, t_ns: int, zone: int, row: npt.NDArray[np.float64]) -> None:
         """Record one window: flushed to its day file, then added to the in-memory index."""
         day = self.day_of(t_ns)
-        line = f"{iso_utc(t_ns)},{zone_name(zone)}," + ",".join(map(_number, row.tolist()))
+        line = f"{iso_z(t_ns)},{zone_name(zone)}," + ",".join(map(_number, row.tolist()))
         self._write(day, False, line + "\n")
         with self._lock:
             self._raw.append(t_ns, 1, zone, float(row[VRMS_COLUMN]), row)
@@ -440,7 +411,7 @@ class FeatureStore:
         if m is None or m.count == 0:
             return
         means = m.sums / m.count
-        cells = [iso_utc(m.start_ns), str(m.count), zone_name(m.zone), _number(m.vmax)]
+        cells = [iso_z(m.start_ns), str(m.count), zone_name(m.zone), _number(m.vmax)]
         self._write(
             self.day_of(m.start_ns), True, ",".join(cells + list(map(_number, means))) + "\n"
         )

@@ -9,9 +9,10 @@ import numpy as np
 import numpy.typing as npt
 
 from wilo_backend.model import Float64Array, Int64Array
+from wilo_backend.timestamps import ISO_CHARS, iso_array, parse_iso_z
 
 HEADER = b"timestamp,x,y,z,acceleration\n"
-TIMESTAMP_BYTES = 27  # 2026-11-27T15:22:00.123456Z
+TIMESTAMP_BYTES = ISO_CHARS  # 2026-11-27T15:22:00.123456Z
 DECIMALS = 6
 _SCALE = 10**DECIMALS
 _FRAC_POW = (10 ** np.arange(DECIMALS - 1, -1, -1)).astype(np.int64)
@@ -29,7 +30,7 @@ def magnitude(xyz: Float64Array) -> Float64Array:
 
 
 def _timestamp_matrix(t_ns: Int64Array) -> UInt8Array:
-    text = np.datetime_as_string(t_ns.astype("datetime64[ns]").astype("datetime64[us]"), unit="us")
+    text = iso_array(t_ns)
     n = t_ns.shape[0]
     out = np.empty((n, TIMESTAMP_BYTES), dtype=np.uint8)
     out[:, :26] = text.astype("S26").view(np.uint8).reshape(n, 26)
@@ -252,14 +253,14 @@ def parse_rows_lenient(data: bytes) -> tuple[Int64Array, Float64Array, Float64Ar
         return parse_rows(data)
     except (ValueError, IndexError):
         pass
-    stamps: list[np.datetime64] = []
+    stamps: list[int] = []
     rows: list[list[float]] = []
     for line in data.split(b"\n"):
         parts = line.split(b",")
         if len(parts) != 5 or not parts[0].endswith(b"Z"):
             continue
         try:
-            stamp = np.datetime64(parts[0][:-1].decode("ascii"), "us")
+            stamp = parse_iso_z(parts[0].decode("ascii"))
             values = [float(v) for v in parts[1:]]
         except (ValueError, UnicodeDecodeError):
             continue
@@ -267,6 +268,6 @@ def parse_rows_lenient(data: bytes) -> tuple[Int64Array, Float64Array, Float64Ar
         rows.append(values)
     if not rows:
         return parse_rows(b"")
-    t_ns = np.array(stamps, dtype="datetime64[us]").astype("datetime64[ns]").astype(np.int64)
+    t_ns = np.array(stamps, dtype=np.int64)
     table = np.array(rows, dtype=np.float64)
     return t_ns, np.ascontiguousarray(table[:, :3]), np.ascontiguousarray(table[:, 3])

@@ -10,6 +10,7 @@ from pathlib import Path
 from wilo_backend.store.aggregate import Aggregate, copy_range, pwrite_all
 from wilo_backend.store.csvformat import HEADER, TIMESTAMP_BYTES, pad_rows, padding_for
 from wilo_backend.store.layout import is_segment_relative
+from wilo_backend.timestamps import parse_iso_z
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +104,12 @@ def header_ok(path: Path) -> bool:
 
 
 def first_timestamp_ns(path: Path) -> int | None:
-    import numpy as np
-
     with path.open("rb") as f:
         f.seek(len(HEADER))
         stamp = f.read(TIMESTAMP_BYTES)
     try:
-        return int(np.datetime64(stamp[:26].decode(), "ns").astype(np.int64))
-    except ValueError:
+        return parse_iso_z(stamp.decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
         return None
 
 

@@ -11,7 +11,6 @@ import time
 import zoneinfo
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ from wilo_backend.store.summary import (
     points_to_rows,
     summarize_100ms,
 )
+from wilo_backend.timestamps import iso_z
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +63,6 @@ log = logging.getLogger(__name__)
 PENDING_LIMIT_SECONDS = 120.0
 _TRIM_ERROR = "cannot trim the aggregate"
 RETRY_SECONDS = 5.0
-
-
-def _iso_z(t_ns: int) -> str:
-    return datetime.fromtimestamp(t_ns / NS_PER_S, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Store:
@@ -288,7 +284,7 @@ class Store:
                 log.warning(
                     "wall-clock step of %.3f s at %s; starting a new segment (steps so far: %d)",
                     (int(t_ns[i]) - prev_t) / NS_PER_S,
-                    _iso_z(int(t_ns[i])),
+                    iso_z(int(t_ns[i])),
                     self.clock_steps,
                 )
             bounds = [*np.flatnonzero(starts).tolist(), n]

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from wilo_backend.model import OUTPUT_RATE_HZ, Float64Array, Int64Array
 from wilo_backend.store.csvformat import magnitude
+from wilo_backend.timestamps import iso_array
 
 NS_PER_S = 1_000_000_000
 MAX_RECENT_SECONDS = 10 * 366 * 86_400.0
@@ -280,7 +281,7 @@ class Summaries:
 
 def points_to_rows(points: Points) -> list[dict[str, object]]:
     """Reply rows {timestamp, acceleration, x, y, z} with ISO 8601 Z timestamps."""
-    stamps = np.datetime_as_string(points["t"].astype("datetime64[ns]").astype("datetime64[us]"))
+    stamps = iso_array(points["t"])
     # six decimals, as in the CSV files
     xyz = np.round(points["xyz"], 6).tolist()
     accel = np.round(points["a"], 6).tolist()
