@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wilo_backend.config import AnalyticsConfig
+
 ZONES = ("A", "B", "C", "D")
 NO_ZONE = -1
 
@@ -15,16 +17,19 @@ MEANING = {
 }
 
 
+_DEFAULTS = AnalyticsConfig()  # the defaults are the config's (ISO 10816-1 Annex B, Class I)
+
+
 @dataclass(frozen=True)
 class ZoneLimits:
-    """Velocity RMS boundaries in mm/s; defaults: ISO 10816-1 Annex B, Class I (≤ 15 kW)."""
+    """Velocity RMS boundaries in mm/s; defaults: the config's `analytics.zone_*`."""
 
-    ab_mms: float = 0.71
-    bc_mms: float = 1.8
-    cd_mms: float = 4.5
+    ab_mms: float = _DEFAULTS.zone_ab_mms
+    bc_mms: float = _DEFAULTS.zone_bc_mms
+    cd_mms: float = _DEFAULTS.zone_cd_mms
     # A zone is left downwards only once the value is below limit × (1 − hysteresis), so a
     # value hovering at a limit does not raise an alert every second.
-    hysteresis: float = 0.05
+    hysteresis: float = _DEFAULTS.zone_hysteresis
 
     def __post_init__(self) -> None:
         if not 0 < self.ab_mms < self.bc_mms < self.cd_mms:

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wilo_backend.sensor.clock import MonotonicClock
+
 log = logging.getLogger("wilo_backend.sensor.faults")
 
 POLL_INTERVAL_NS = 1_000_000_000
@@ -154,19 +156,12 @@ class FaultPlan:
         return int(window.stall_ms * 1e6)
 
 
-class FaultClock:
+class FaultClock(MonotonicClock):
     """CLOCK_MONOTONIC whose wall offset includes the plan's injected wall-clock step."""
 
     def __init__(self, plan: FaultPlan) -> None:
         self.plan = plan
 
-    def now_ns(self) -> int:
-        return time.monotonic_ns()
-
-    def sleep_ns(self, duration_ns: int) -> None:
-        if duration_ns > 0:
-            time.sleep(duration_ns / 1e9)
-
     def wall_offset_ns(self) -> int:
         self.plan.poll()
-        return time.time_ns() - time.monotonic_ns() + self.plan.wall_offset_ns
+        return super().wall_offset_ns() + self.plan.wall_offset_ns

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from wilo_backend.model import OUTPUT_RATE_HZ
+
 Float64Array = npt.NDArray[np.float64]
 
 
@@ -45,7 +47,7 @@ class Resampler:
     def __init__(
         self,
         in_rate_hz: float = 1000.0,
-        out_rate_hz: float = 800.0,
+        out_rate_hz: float = OUTPUT_RATE_HZ,
         taps: int = 32,
         phases: int = 256,
         cutoff_hz: float = 350.0,

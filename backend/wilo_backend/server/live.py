@@ -10,7 +10,7 @@ from typing import Final
 import numpy as np
 
 from wilo_backend.model import Float64Array, Int64Array, SampleBatch
-from wilo_backend.server.protocol import FULL_RATE_HZ, encode, live_bucket_samples
+from wilo_backend.server.protocol import encode, live_bucket_samples, live_rate_hz
 from wilo_backend.store.summary import make_points, minmax_indices, points_to_rows
 
 # Two seconds of samples wait for the next frame at most; more means the frame timer stalled.
@@ -97,7 +97,7 @@ class Subscription:
 
     @property
     def rate_hz(self) -> float:
-        return FULL_RATE_HZ if self.bucket_samples == 1 else 2 * FULL_RATE_HZ / self.bucket_samples
+        return live_rate_hz(self.bucket_samples)
 
 
 @dataclass(eq=False, slots=True)
@@ -227,7 +227,7 @@ class LiveHub:
             points = points[minmax_indices(points["a"], np.arange(used) // bucket)]
         body = encode(
             {
-                "rate_hz": FULL_RATE_HZ if bucket == 1 else 2 * FULL_RATE_HZ / bucket,
+                "rate_hz": live_rate_hz(bucket),
                 "bucket_samples": bucket,
                 "first_index": int(index[0]),
                 "last_index": int(index[used - 1]),

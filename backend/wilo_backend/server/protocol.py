@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import orjson
 
-from wilo_backend.model import PathRejectedError, ReadingsView, ServiceControl
+from wilo_backend.model import OUTPUT_RATE_HZ, PathRejectedError, ReadingsView, ServiceControl
 from wilo_backend.store.layout import check_relative
 
 CONTROL_COMMANDS: Final = frozenset(
@@ -42,7 +42,7 @@ MAX_REQUEST_ID_CHARS: Final = 200
 REQUEST_ID_INT_MIN: Final = -(2**63)
 REQUEST_ID_INT_MAX: Final = 2**64 - 1
 MAX_FILENAME_CHARS: Final = 255
-FULL_RATE_HZ: Final = 800.0
+FULL_RATE_HZ: Final = OUTPUT_RATE_HZ
 # Coarsest live level: 4096 samples per bucket, ~0.4 points per second.
 MAX_BUCKET_SAMPLES: Final = 4096
 
@@ -326,6 +326,11 @@ class Dispatcher:
         rows = self._view.recent(seconds, points)
         file_count = self._view.status().file_count
         return message("recent_data", request.request_id, data=rows, file_count=file_count)
+
+
+def live_rate_hz(bucket_samples: int) -> float:
+    """Points per second a subscriber gets: every sample, or a min and a max per bucket."""
+    return FULL_RATE_HZ if bucket_samples == 1 else 2 * FULL_RATE_HZ / bucket_samples
 
 
 def live_bucket_samples(max_rate_hz: float | None) -> int:
