@@ -136,3 +136,21 @@ def test_a_failing_listener_does_not_stop_the_analysis(tmp_path: Path) -> None:
         analytics.feed(batch)
     assert analytics.zone == "D"
     assert analytics.windows == 3
+
+
+def test_window_gauges_are_in_base_units_beside_the_zone_limits(tmp_path: Path) -> None:
+    analytics = Analytics(
+        AnalyticsConfig(), tmp_path, fsync=False, clock=FakeClock(START_NS / 1e9 + 2.5)
+    )
+    analytics.open()
+    text = analytics.metrics_text()
+    assert "wilo_vibration_zone " not in text  # no window yet
+    assert 'wilo_vibration_zone_limit_meters_per_second{zone="B"} 0.00071' in text
+    for batch in tone_batches([(30.0, amplitude_for(6.0, 30.0))], 2):
+        analytics.feed(batch)
+    text = analytics.metrics_text()
+    assert "wilo_vibration_zone 3" in text
+    overall = "wilo_vibration_velocity_rms_overall_meters_per_second "
+    assert float(text.split("\n" + overall)[1].split()[0]) == pytest.approx(6.0e-3, rel=0.02)
+    assert 'wilo_vibration_zone_limit_meters_per_second{zone="D"} 0.0045' in text
+    assert 'wilo_vibration_dominant_frequency_hertz{channel="x"} 30' in text
