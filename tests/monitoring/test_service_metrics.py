@@ -1,4 +1,4 @@
-"""What a real `wilo-backend run` tells Prometheus about its state: build, collecting, paused."""
+"""What a real `wilo-backend run` tells Prometheus for the fleet: build, floor, pause."""
 
 from __future__ import annotations
 
@@ -31,24 +31,23 @@ def _value(text: str, series: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def test_collection_state_and_stale_window_gauges(service: RunningService) -> None:
+def test_build_floor_and_no_zone_while_paused(service: RunningService) -> None:
     wait_for(lambda: _value(_scrape(service), "wilo_vibration_zone") is not None)
     text = _scrape(service)
     assert _value(text, f'wilo_build_info{{version="{__version__}",release="dev"}}') == 1
-    assert _value(text, "wilo_collecting") == 1 and _value(text, "wilo_paused") == 0
     assert _value(text, "wilo_storage_min_free_bytes") == 200 * 2**20
+    assert _value(text, "wilo_sampler_restarts_total") == 0
 
     assert service.request("pause_collection")["type"] != "error"
-    assert _value(_scrape(service), "wilo_paused") == 1
-    assert service.request("stop_collection")["type"] != "error"
     text = _scrape(service)
-    assert _value(text, "wilo_collecting") == 0 and _value(text, "wilo_paused") == 0
-    # no window comes any more: the zone and the features leave /metrics (stale in Prometheus)
+    assert _value(text, "wilo_paused") == 1 and _value(text, "wilo_collecting") == 0
+    # no window comes any more: the zone and the features leave /metrics (stale in Prometheus),
+    # so WiloVibrationZoneC/D cannot keep firing on the last value of a paused pump
     wait_for(lambda: _value(_scrape(service), "wilo_vibration_zone") is None, timeout_s=15)
     text = _scrape(service)
     assert "wilo_vibration_velocity_rms_overall_meters_per_second" not in text
     assert _value(text, "wilo_analytics_windows_total")  # the counters stay
 
-    assert service.request("start_collection")["type"] != "error"
+    assert service.request("resume_collection")["type"] != "error"
     wait_for(lambda: _value(_scrape(service), "wilo_vibration_zone") is not None)
     assert _value(_scrape(service), "wilo_collecting") == 1
