@@ -42,7 +42,7 @@ install: $(STAMP) ## create .venv with the package and the dev tools (idempotent
 run: install ## run the service with the simulated sensor, data in ./readings
 	$(BIN)/wilo-backend run --sensor sim --data-dir $(DATA_DIR)
 
-test: install browser ## the whole pytest suite (installs Debian's chromium for the live-page test)
+test: install browser prometheus ## the whole pytest suite (installs Debian's chromium and prometheus for its tests)
 	$(BIN)/pytest
 
 lint: install ## ruff, mypy --strict and the deployment linters
@@ -102,6 +102,10 @@ dist: install ## wheel + wheelhouse for the target (DIST_PLATFORM=aarch64|x86_64
 deploy: dist ## make dist + the deploy playbook (INVENTORY=, PLAYBOOK=, LIMIT= to override)
 	ANSIBLE_CONFIG=$(abspath ansible/ansible.cfg) $(BIN)/ansible-playbook -i $(INVENTORY) $(PLAYBOOK) \
 	  -e wilo_backend_dist_dir=$(abspath $(DIST_DIR)) $(if $(LIMIT),--limit $(LIMIT)) $(ANSIBLE_ARGS)
+
+.PHONY: prometheus
+prometheus: ## Debian's prometheus (brings promtool) for monitoring/'s checks and its integration test
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 .PHONY: browser
 browser: ## Debian's chromium for the live-page browser test (Playwright's own browser download fails here)

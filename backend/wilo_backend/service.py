@@ -17,9 +17,11 @@ from wilo_backend.analytics.serving import attach
 from wilo_backend.config import Config
 from wilo_backend.heap import trim_periodically, tune_malloc
 from wilo_backend.model import OUTPUT_RATE_HZ, SampleBatch, SamplerStats
+from wilo_backend.release import release_name
 from wilo_backend.sampler.process import LOG_FORMAT, Sampler
 from wilo_backend.sdnotify import Notifier
 from wilo_backend.server.app import WiloServer
+from wilo_backend.server.metrics import ServiceState, render_service_state
 from wilo_backend.store.datalock import DataDirLock
 from wilo_backend.store.store import Store
 
@@ -65,6 +67,8 @@ class Service:
         self._samples_store_failed = 0  # samples in batches the store raised on: counted
         self._stopping = False  # shutting down: a sampler that exits is not restarted
         self._nominal_rate_hz = int(OUTPUT_RATE_HZ)
+        self._release = release_name()
+        self.server.add_metrics(self._state_metrics)
         self.port: int | None = None
 
     # --- ServiceControl -------------------------------------------------------------------
@@ -92,6 +96,16 @@ class Service:
 
     def sampler_stats(self) -> SamplerStats:
         return self.sampler.stats()
+
+    def _state_metrics(self) -> str:
+        return render_service_state(
+            ServiceState(
+                version=__version__,
+                release=self._release,
+                sampler_restarts=self._sampler_restarts,
+                min_free_bytes=self.config.storage.min_free_mb * 1024 * 1024,
+            )
+        )
 
     def status_data(self) -> dict[str, Any]:
         stats = self.sampler.stats()

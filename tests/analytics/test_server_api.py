@@ -176,7 +176,7 @@ async def test_metrics_export_the_features(
     status, _, body = await http_get(server.port, "/metrics?token=s3cret")
     text = body.decode()
     assert status == 200
-    assert 'wilo_vibration_velocity_rms_mms{channel="x"}' in text
+    assert 'wilo_vibration_velocity_rms_meters_per_second{channel="x"}' in text
     assert "wilo_vibration_zone 3" in text
     assert "wilo_analytics_windows_total 2" in text
     assert "wilo_analytics_fresh 1" in text
@@ -192,7 +192,7 @@ async def test_vibration_gauges_leave_metrics_when_no_window_comes(
     _, _, body = await http_get(server.port, "/metrics?token=s3cret")
     text = body.decode()
     assert "wilo_analytics_fresh 0" in text
-    assert "wilo_vibration_velocity_rms_mms" not in text
+    assert "wilo_vibration_velocity_rms_meters_per_second" not in text
     assert "wilo_vibration_zone " not in text
     assert "wilo_analytics_windows_total 2" in text  # the counters stay
     assert analytics.status_data()["features_stale"] is True

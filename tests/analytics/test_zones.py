@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,6 +70,15 @@ def test_config_rejects_bad_analytics_settings(tmp_path: Path) -> None:
     assert config.analytics == AnalyticsConfig(retention_days=7)
 
 
+def opened_analytics(tmp_path: Path, **hooks: Any) -> Analytics:
+    """Analytics on the default config, its history loaded, wall clock at START_NS."""
+    analytics = Analytics(
+        AnalyticsConfig(), tmp_path, fsync=False, clock=FakeClock(START_NS / 1e9), **hooks
+    )
+    analytics.open()
+    return analytics
+
+
 def amplitude_for(vrms_mms: float, frequency_hz: float) -> float:
     return vrms_mms * math.sqrt(2) * 2 * math.pi * frequency_hz / 1000.0
 
@@ -77,14 +87,7 @@ def test_zone_changes_when_the_amplitude_crosses_a_limit(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     changes: list[ZoneChange] = []
-    analytics = Analytics(
-        AnalyticsConfig(),
-        tmp_path,
-        fsync=False,
-        clock=FakeClock(START_NS / 1e9),
-        on_zone_change=changes.append,
-    )
-    analytics.open()
+    analytics = opened_analytics(tmp_path, on_zone_change=changes.append)
     f_hz = 24.5
     quiet = amplitude_for(1.5, f_hz)  # zone B
     loud = amplitude_for(2.2, f_hz)  # zone C
@@ -120,14 +123,7 @@ def test_a_failing_listener_does_not_stop_the_analysis(tmp_path: Path) -> None:
     def broken(_: ZoneChange) -> None:
         raise RuntimeError("listener bug")
 
-    analytics = Analytics(
-        AnalyticsConfig(),
-        tmp_path,
-        fsync=False,
-        clock=FakeClock(START_NS / 1e9),
-        on_zone_change=broken,
-    )
-    analytics.open()
+    analytics = opened_analytics(tmp_path, on_zone_change=broken)
     for batch in tone_batches([(30.0, amplitude_for(0.3, 30.0))], 1):
         analytics.feed(batch)
     for batch in tone_batches(
@@ -136,3 +132,18 @@ def test_a_failing_listener_does_not_stop_the_analysis(tmp_path: Path) -> None:
         analytics.feed(batch)
     assert analytics.zone == "D"
     assert analytics.windows == 3
+
+
+def test_window_gauges_are_in_base_units_beside_the_zone_limits(tmp_path: Path) -> None:
+    analytics = opened_analytics(tmp_path)
+    text = analytics.metrics_text()
+    assert "wilo_vibration_zone " not in text  # no window yet
+    assert 'wilo_vibration_zone_limit_meters_per_second{zone="B"} 0.00071' in text
+    for batch in tone_batches([(30.0, amplitude_for(6.0, 30.0))], 2):
+        analytics.feed(batch)
+    text = analytics.metrics_text()
+    assert "wilo_vibration_zone 3" in text
+    overall = "wilo_vibration_velocity_rms_overall_meters_per_second "
+    assert float(text.split("\n" + overall)[1].split()[0]) == pytest.approx(6.0e-3, rel=0.02)
+    assert 'wilo_vibration_zone_limit_meters_per_second{zone="D"} 0.0045' in text
+    assert 'wilo_vibration_dominant_frequency_hertz{channel="x"} 30' in text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from wilo_backend.config import ConfigError, load_config
@@ -142,3 +143,38 @@ def test_scheduled_vanish_and_return_power_cycled(tmp_path: Path) -> None:
     now.advance(1.0)  # back, power-cycled: asleep again
     assert sim.read_byte_data(0x68, 0x75) == 0x68
     assert sim.read_byte_data(0x68, 0x6B) & 0x40
+
+
+def _x_rms(reader: FifoReader, clock: ManualClock, seconds: float) -> float:
+    rows = []
+    for _ in range(round(seconds / 0.015)):
+        clock.sleep_ns(15_000_000)
+        got = reader.poll()
+        if got is not None and len(got.samples):
+            rows.append(got.samples[:, 0].astype(np.float64))
+    x = np.concatenate(rows)
+    return float(np.sqrt(np.mean((x - x.mean()) ** 2)))
+
+
+def test_scheduled_vibration_scales_the_pump_only_in_its_window(tmp_path: Path) -> None:
+    now, clock, _sim, reader = _reader(tmp_path)
+    t = now.real_s
+    write(
+        tmp_path / "faults.json",
+        0.0,
+        {"id": "w", "kind": "vibration", "start": t + 2, "end": t + 4, "gain": 4.0},
+    )
+    now.advance(1.0)
+    before = _x_rms(reader, clock, 0.5)
+    now.advance(1.5)  # inside the window
+    worn = _x_rms(reader, clock, 0.5)
+    now.advance(2.0)  # after it
+    after = _x_rms(reader, clock, 0.5)
+    assert worn == pytest.approx(4 * before, rel=0.1)
+    assert after == pytest.approx(before, rel=0.1)
+
+
+def test_vibration_gain_out_of_range_is_named() -> None:
+    fault = {"id": "w1", "kind": "vibration", "start": 0, "end": 1, "gain": -2}
+    with pytest.raises(ValueError, match="'w1': gain must be between 0 and 1000"):
+        parse_schedule(json.dumps({"faults": [fault]}))

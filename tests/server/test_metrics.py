@@ -5,10 +5,16 @@ from __future__ import annotations
 import re
 
 from wilo_backend.model import SamplerStats, StorageStatus
-from wilo_backend.server.metrics import ServerCounters, render_metrics
+from wilo_backend.release import release_name
+from wilo_backend.server.metrics import (
+    ServerCounters,
+    ServiceState,
+    render_metrics,
+    render_service_state,
+)
 
 SAMPLE = re.compile(
-    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_]+="[^"]*",?)*\})? (-?[0-9.e+]+|NaN|[+-]Inf)$'
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_]+="[^"]*",?)*\})? (-?[0-9.e+-]+|NaN|[+-]Inf)$'
 )
 
 
@@ -60,9 +66,9 @@ def test_metrics_carry_sampler_storage_and_server_figures() -> None:
     assert values['wilo_samples_lost_total{cause="handoff"}'] == 3
     assert values["wilo_i2c_errors_total"] == 4
     assert values["wilo_storage_rows_dropped_total"] == 42
-    assert values['wilo_deadline_deviation_us{quantile="0.99"}'] == 12.5
-    assert values['wilo_deadline_deviation_hist_us_bucket{le="50"}'] == 98
-    assert values['wilo_deadline_deviation_hist_us_bucket{le="+Inf"}'] == 100
+    assert values['wilo_deadline_deviation_stat_seconds{stat="p99"}'] == 12.5e-6
+    assert values['wilo_deadline_deviation_seconds_bucket{le="5e-05"}'] == 98
+    assert values['wilo_deadline_deviation_seconds_bucket{le="+Inf"}'] == 100
     assert values["wilo_storage_healthy"] == 0
     assert values["wilo_storage_free_bytes"] == 5_000_000
     assert values["wilo_storage_retained_bytes"] == 300_000_000
@@ -78,5 +84,24 @@ def test_metrics_without_histogram_are_still_valid() -> None:
         render_metrics(SamplerStats(), storage, ServerCounters(), collecting=True, paused=False)
     )
     assert values["wilo_collecting"] == 1 and values["wilo_paused"] == 0
-    assert not any(key.startswith("wilo_deadline_deviation_hist") for key in values)
+    assert not any(key.startswith("wilo_deadline_deviation_seconds") for key in values)
     assert values["wilo_storage_healthy"] == 1
+
+
+def test_service_state_names_the_build_and_the_disk_floor() -> None:
+    state = ServiceState(
+        version="1.2.3",
+        release="1.2.3-abcdef0123",
+        sampler_restarts=2,
+        min_free_bytes=200 * 2**20,
+    )
+    values = parse(render_service_state(state))
+    assert values['wilo_build_info{version="1.2.3",release="1.2.3-abcdef0123"}'] == 1
+    assert values["wilo_sampler_restarts_total"] == 2
+    assert values["wilo_storage_min_free_bytes"] == 200 * 2**20
+
+
+def test_release_is_the_folder_the_role_installed_the_venv_in() -> None:
+    assert release_name("/opt/wilo-backend/releases/0.4.0-3f2a9c1d0e/venv") == "0.4.0-3f2a9c1d0e"
+    assert release_name("/work/checkout/.venv") == "dev"
+    assert release_name("/opt/other/venv") == "dev"

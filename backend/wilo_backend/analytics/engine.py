@@ -313,7 +313,11 @@ class Analytics:
         }
 
     def metrics_text(self) -> str:
-        """Prometheus text lines: the newest features per channel and the counters."""
+        """Prometheus text lines: the newest features per channel (while fresh) and the counters.
+
+        Base units, as Prometheus names them: m/s for velocity (ISO zone limits are in mm/s:
+        ×1000 on a dashboard), m/s² for acceleration, hertz.
+        """
         stats = self.stats()
         latest = self.latest()
         lines: list[str] = []
@@ -331,33 +335,50 @@ class Analytics:
             [("", float(fresh))],
         )
         if latest is not None and fresh:
+            accel = "meters_per_second_squared"
             docs = {
-                "rms_ms2": ("wilo_vibration_accel_rms_ms2", "Acceleration RMS (AC), m/s²"),
-                "peak_ms2": ("wilo_vibration_accel_peak_ms2", "Acceleration peak (AC), m/s²"),
-                "crest": ("wilo_vibration_crest_factor", "Peak / RMS of acceleration"),
-                "vrms_mms": ("wilo_vibration_velocity_rms_mms", "In-band velocity RMS, mm/s"),
-                "dominant_hz": ("wilo_vibration_dominant_hz", "Strongest in-band frequency, Hz"),
+                "rms_ms2": (f"wilo_vibration_accel_rms_{accel}", "Acceleration RMS (AC)", 1.0),
+                "peak_ms2": (f"wilo_vibration_accel_peak_{accel}", "Acceleration peak (AC)", 1.0),
+                "crest": ("wilo_vibration_crest_factor", "Peak / RMS of acceleration", 1.0),
+                "vrms_mms": (
+                    "wilo_vibration_velocity_rms_meters_per_second",
+                    "In-band velocity RMS",
+                    1e-3,
+                ),
+                "dominant_hz": (
+                    "wilo_vibration_dominant_frequency_hertz",
+                    "Strongest in-band frequency",
+                    1.0,
+                ),
             }
             for feature in PER_CHANNEL:
-                name, doc = docs[feature]
+                name, doc, scale = docs[feature]
                 values = [
-                    (f'{{channel="{ch}"}}', float(latest[COLUMNS[column(ch, feature)]]))
+                    (f'{{channel="{ch}"}}', scale * float(latest[COLUMNS[column(ch, feature)]]))
                     for ch in CHANNELS
                 ]
                 metric(name, "gauge", doc, values)
             metric(
-                "wilo_vibration_velocity_rms_overall_mms",
+                "wilo_vibration_velocity_rms_overall_meters_per_second",
                 "gauge",
-                "Largest axis velocity RMS, mm/s (judged for the zone)",
-                [("", float(latest["vrms_mms"]))],
+                "Largest axis velocity RMS (judged for the zone)",
+                [("", 1e-3 * float(latest["vrms_mms"]))],
             )
-        if fresh:
             metric(
                 "wilo_vibration_zone",
                 "gauge",
-                "Severity zone: 0=A 1=B 2=C 3=D (absent while stale)",
+                "Zone of the newest window: 0=A 1=B 2=C 3=D (absent without a fresh window)",
                 [("", float(self._zone))],
             )
+        metric(
+            "wilo_vibration_zone_limit_meters_per_second",
+            "gauge",
+            "Velocity RMS where a zone starts (analytics.zone_*_mms), by the zone above it",
+            [
+                (f'{{zone="{zone}"}}', 1e-3 * limit)
+                for zone, limit in zip("BCD", self.limits.boundaries_mms, strict=True)
+            ],
+        )
         counters = [
             ("wilo_analytics_windows_total", "Windows analysed", stats.windows),
             ("wilo_analytics_gaps_total", "Sample-index gaps that dropped a window", stats.gaps),

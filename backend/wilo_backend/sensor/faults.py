@@ -8,14 +8,19 @@ soak test (bench/soak.py) rewrites it while the service runs. Format::
                  "end": 1764260004.0, "rate": 0.3},
                 {"id": "stall-1", "kind": "stall", "start": 1764260010.0,
                  "end": 1764260012.0, "stall_ms": 400},
-                {"id": "gone-1", "kind": "vanish", "start": 1764260020.0, "end": 1764260026.0}]}
+                {"id": "gone-1", "kind": "vanish", "start": 1764260020.0, "end": 1764260026.0},
+                {"id": "worn-1", "kind": "vibration", "start": 1764260030.0,
+                 "end": 1764260090.0, "gain": 5.0}]}
 
 `start`/`end` are Unix seconds of the host's real clock (CLOCK_REALTIME, never shifted by
 `wall_offset_seconds`). Kinds: `i2c_errors` — each transfer fails with probability `rate` during
 the window; `vanish` — the device stops answering during the window and comes back power-cycled;
 `stall` — once per window, one transfer holds the bus for `stall_ms` (the FIFO overflows when
-that exceeds its 170 ms). `wall_offset_seconds` is added to CLOCK_REALTIME − CLOCK_MONOTONIC as
-the sampler sees it: a wall-clock step without stepping the machine's clock. A missing file
+that exceeds its 170 ms); `vibration` — the pump's vibration (fundamental and harmonics, not
+gravity or noise) is `gain` times the configured one during the window (a worn bearing: the
+monitoring test raises a pump into zone D with it). `wall_offset_seconds` is added to
+CLOCK_REALTIME − CLOCK_MONOTONIC as the sampler sees it: a wall-clock step without stepping the
+machine's clock. A missing file
 means no faults; an unreadable or malformed one keeps the last good schedule and is logged once.
 """
 
@@ -35,7 +40,9 @@ from wilo_backend.sensor.clock import MonotonicClock
 log = logging.getLogger("wilo_backend.sensor.faults")
 
 POLL_INTERVAL_NS = 1_000_000_000
-KINDS = frozenset({"i2c_errors", "vanish", "stall"})
+KINDS = frozenset({"i2c_errors", "vanish", "stall", "vibration"})
+# a gain beyond this would clip the ±16 g range long before; it is a typo, not a fault
+MAX_GAIN = 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,7 @@ class FaultWindow:
     end_s: float
     rate: float = 0.0
     stall_ms: float = 0.0
+    gain: float = 1.0
 
 
 def _number(entry: dict[str, Any], key: str, default: float | None = None) -> float:
@@ -79,6 +87,9 @@ def parse_schedule(text: str) -> tuple[float, list[FaultWindow]]:
         stall_ms = _number(entry, "stall_ms", 0.0)
         if not 0.0 <= stall_ms <= 10_000.0:
             raise ValueError(f"fault {entry.get('id')!r}: stall_ms must be between 0 and 10000")
+        gain = _number(entry, "gain", 1.0)
+        if not 0.0 <= gain <= MAX_GAIN:
+            raise ValueError(f"fault {entry.get('id')!r}: gain must be between 0 and {MAX_GAIN:g}")
         windows.append(
             FaultWindow(
                 id=str(entry.get("id", "")),
@@ -87,6 +98,7 @@ def parse_schedule(text: str) -> tuple[float, list[FaultWindow]]:
                 end_s=_number(entry, "end"),
                 rate=rate,
                 stall_ms=stall_ms,
+                gain=gain,
             )
         )
     return offset, windows

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -66,7 +66,8 @@ class SimMpu6050:
     oldest bytes are overwritten and INT_STATUS.FIFO_OFLOW is set. Every transfer takes its bus
     time on the clock (400 kHz, 9 bits a byte). Faults: `fail_next`, `i2c_error_rate`, `vanish` /
     `reappear` (a power cycle: registers back to power-on), `misalign_fifo`, no I2C_RDWR support,
-    and `faults`: a FaultPlan (sensor/faults.py) whose scheduled windows apply while it runs.
+    and `faults`: a FaultPlan (sensor/faults.py) whose scheduled windows apply while it runs
+    (its `vibration` windows scale the signal's vibration).
     """
 
     def __init__(
@@ -156,7 +157,11 @@ class SimMpu6050:
     def _accel_lsb(self, updates: npt.NDArray[np.int64]) -> npt.NDArray[np.int16]:
         """Register values (n, 3) of the given 1 kHz accelerometer updates."""
         range_g = {v: g for g, v in r.AFS_SEL_BITS.items()}[self.regs[r.ACCEL_CONFIG] & 0x18]
-        accel = self.signal.accel_ms2(self._true_seconds(updates / r.ACCEL_UPDATE_HZ), self.rng)
+        signal = self.signal
+        worn = self.faults.active("vibration") if self.faults is not None else None
+        if worn is not None:
+            signal = replace(signal, vibration_ms2=signal.vibration_ms2 * worn.gain)
+        accel = signal.accel_ms2(self._true_seconds(updates / r.ACCEL_UPDATE_HZ), self.rng)
         lsb = np.rint(accel / STANDARD_GRAVITY_MS2 * r.LSB_PER_G[range_g])
         clipped: npt.NDArray[np.int16] = np.clip(lsb, -32768, 32767).astype(np.int16)
         return clipped

@@ -77,7 +77,7 @@ class _Writer:
 
 def _sampler(out: _Writer, stats: SamplerStats) -> None:
     out.one("wilo_samples_total", "counter", "Samples delivered by the sampler.", stats.samples)
-    out.one("wilo_sample_rate_hz", "gauge", "Measured output sample rate.", stats.rate_hz)
+    out.one("wilo_sample_rate_hertz", "gauge", "Measured output sample rate.", stats.rate_hz)
     out.family(
         "wilo_samples_lost_total",
         "counter",
@@ -95,25 +95,26 @@ def _sampler(out: _Writer, stats: SamplerStats) -> None:
     out.one("wilo_sampler_alive", "gauge", "1 while the sampler process runs.", stats.alive)
     out.one("wilo_sampler_realtime", "gauge", "1 when SCHED_FIFO was granted.", stats.realtime)
     out.one("wilo_clock_error_ppm", "gauge", "Sensor clock error vs host.", stats.clock_error_ppm)
+    # Prometheus wants base units and keeps `quantile` for summaries: seconds, and a `stat` label.
     out.family(
-        "wilo_deadline_deviation_us",
+        "wilo_deadline_deviation_stat_seconds",
         "gauge",
-        "Polled-mode deadline deviation, microseconds, by quantile.",
+        "Polled-mode deadline deviation: median, 99th percentile and maximum.",
         [
-            ({"quantile": "0.5"}, stats.deviation_us_p50),
-            ({"quantile": "0.99"}, stats.deviation_us_p99),
-            ({"quantile": "1"}, stats.deviation_us_max),
+            ({"stat": "p50"}, stats.deviation_us_p50 / 1e6),
+            ({"stat": "p99"}, stats.deviation_us_p99 / 1e6),
+            ({"stat": "max"}, stats.deviation_us_max / 1e6),
         ],
     )
     bounds, counts = stats.deviation_hist_bounds_us, stats.deviation_hist_counts
     if bounds and len(counts) in (len(bounds), len(bounds) + 1):
-        name = "wilo_deadline_deviation_hist_us"
-        out.lines.append(f"# HELP {name} Polled-mode deadline deviation histogram, microseconds.")
+        name = "wilo_deadline_deviation_seconds"
+        out.lines.append(f"# HELP {name} Polled-mode deadline deviation histogram.")
         out.lines.append(f"# TYPE {name} histogram")
         running = 0
         for bound, count in zip(bounds, counts, strict=False):
             running += count
-            out.sample(f"{name}_bucket", {"le": _number(bound)}, running)
+            out.sample(f"{name}_bucket", {"le": _number(bound / 1e6)}, running)
         total = sum(counts)
         out.sample(f"{name}_bucket", {"le": "+Inf"}, total)
         out.sample(f"{name}_count", {}, total)
@@ -226,4 +227,38 @@ def render_metrics(
     _sampler(out, sampler)
     _storage(out, storage)
     _server(out, counters)
+    return "\n".join(out.lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    """What the service itself adds to /metrics for the fleet: its build and its disk floor."""
+
+    version: str
+    release: str
+    sampler_restarts: int
+    min_free_bytes: int
+
+
+def render_service_state(state: ServiceState) -> str:
+    """Prometheus lines for the fleet's alerts and dashboard: which build runs, the floor."""
+    out = _Writer()
+    out.family(
+        "wilo_build_info",
+        "gauge",
+        "Always 1; the labels name the running version and the deployed release.",
+        [({"version": state.version, "release": state.release}, 1)],
+    )
+    out.one(
+        "wilo_sampler_restarts_total",
+        "counter",
+        "Sampler processes restarted after dying.",
+        state.sampler_restarts,
+    )
+    out.one(
+        "wilo_storage_min_free_bytes",
+        "gauge",
+        "The free-space floor (storage.min_free_mb): below it segments are evicted early.",
+        state.min_free_bytes,
+    )
     return "\n".join(out.lines) + "\n"
