@@ -25,7 +25,7 @@ LIMIT ?=
 # More ansible-playbook arguments for make deploy, e.g. ANSIBLE_ARGS="--check --diff".
 ANSIBLE_ARGS ?=
 
-.PHONY: help install run test lint bench dist molecule deploy soak clean
+.PHONY: help install run test test-fast lint bench dist molecule deploy soak clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ run: install ## run the service with the simulated sensor, data in ./readings
 
 test: install browser prometheus ## the whole pytest suite (installs Debian's chromium and prometheus for its tests)
 	$(BIN)/pytest
+
+test-fast: install ## contributors' inner loop: all but slow/deploy/browser/prometheus tests
+	HYPOTHESIS_PROFILE=dev $(BIN)/pytest -q -m "not slow and not deploy and not browser and not prometheus"
 
 lint: install ## ruff, mypy --strict and the deployment linters
 	$(BIN)/ruff check backend tests bench

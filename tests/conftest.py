@@ -1,0 +1,45 @@
+"""Markers by what a test needs, so that `make test-fast` can leave out the slow and the heavy.
+
+`make test` runs everything; `make test-fast` (the contributor's inner loop) runs
+`-m "not slow and not deploy and not browser and not prometheus"` with the `dev` hypothesis
+profile (fewer examples).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+TESTS = Path(__file__).resolve().parent
+
+# path prefix (relative to tests/) or node id → marker
+_MARKS: tuple[tuple[str, str], ...] = (
+    ("deploy/", "deploy"),  # Ansible, dist builds, systemd unit checks
+    ("monitoring/", "prometheus"),  # promtool and a real Prometheus
+    ("analytics/test_live_page.py", "browser"),  # Debian's chromium
+    ("test_service.py", "slow"),  # the real service as a process
+    ("test_dashboard_contract.py", "slow"),
+    ("test_cli.py", "slow"),
+    ("test_readme.py", "slow"),
+    ("sampler/test_process.py", "slow"),  # the real acquisition process
+    ("store/test_crash.py", "slow"),  # SIGKILL of a writer process, repeatedly
+    ("reliability/test_step_restart.py", "slow"),
+    ("sampler/test_transport.py::test_writer_and_reader_racing", "slow"),
+    ("analytics/test_feature_store.py::test_trends_of_days", "slow"),
+    ("sampler/test_acquire.py::test_clock_error_still_gives_800", "slow"),
+)
+
+settings.register_profile("dev", max_examples=15, deadline=None)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        node = item.path.relative_to(TESTS).as_posix() + "::" + item.name
+        for prefix, mark in _MARKS:
+            if node.startswith(prefix):
+                item.add_marker(mark)
