@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from analytics.signals import FakeClock, velocity_rms_mms
+from clocks import ManualClock
 from wilo_backend.analytics import Analytics
 from wilo_backend.config import AnalyticsConfig
 from wilo_backend.model import SamplerStats
-from wilo_backend.sensor.clock import ManualClock
 from wilo_backend.sensor.mpu6050 import Mpu6050, plan_setup
 from wilo_backend.sensor.sim import SimMpu6050, SimSignal
 from wilo_backend.sensor.stream import FifoStream, WallOffset

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clocks import ManualClock
 from wilo_backend.config import ConfigError, load_config
-from wilo_backend.sensor.clock import ManualClock
 from wilo_backend.sensor.faults import FaultClock, FaultPlan, parse_schedule
 from wilo_backend.sensor.fifo import FifoReader
 from wilo_backend.sensor.mpu6050 import Mpu6050, plan_setup

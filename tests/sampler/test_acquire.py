@@ -9,11 +9,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from clocks import ManualClock
 from wilo_backend.config import SensorConfig
 from wilo_backend.model import SampleBatch
 from wilo_backend.sampler.acquire import Acquisition
 from wilo_backend.sensor.bus import Bus
-from wilo_backend.sensor.clock import ManualClock
 from wilo_backend.sensor.sim import SimMpu6050, SimSignal
 
 SECOND = 1_000_000_000

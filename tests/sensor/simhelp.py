@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wilo_backend.sensor.clock import ManualClock
+from clocks import ManualClock
 from wilo_backend.sensor.mpu6050 import Mpu6050, SensorSetup, plan_setup
 from wilo_backend.sensor.sim import SimMpu6050, SimSignal
 

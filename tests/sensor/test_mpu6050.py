@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from clocks import ManualClock
 from wilo_backend.sensor import registers as r
-from wilo_backend.sensor.clock import ManualClock
 from wilo_backend.sensor.mpu6050 import Mpu6050, SensorError, plan_setup
 from wilo_backend.sensor.sim import SimMpu6050
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from wilo_backend.sensor.clock import ManualClock
+from clocks import ManualClock
 from wilo_backend.sensor.pacing import DeviationHistogram, Pacer
 
 PERIOD = 1_250_000
