@@ -5,8 +5,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
-DATA_DIR ?= .
+# Two steps in one venv: `make run` needs only the runtime (seconds); `make test`/`lint`/... add
+# the development tools (Ansible, Molecule, Playwright, mypy, pandas: minutes) on top.
+RUNTIME_STAMP := $(VENV)/.runtime-installed
+DEV_STAMP := $(VENV)/.dev-installed
+# Everything `make run` writes (readings/, features/, summaries/, exports/) goes under here; ignored.
+DATA_DIR ?= data
 
 # make dist / deploy (see README "Deployment")
 DIST_DIR ?= dist
@@ -25,30 +29,42 @@ LIMIT ?=
 # More ansible-playbook arguments for make deploy, e.g. ANSIBLE_ARGS="--check --diff".
 ANSIBLE_ARGS ?=
 
-.PHONY: help install run test test-fast lint bench dist molecule deploy soak clean
+.PHONY: help install install-runtime run test test-fast lint bench dist molecule deploy soak clean
 
-help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+# `## user:` and `## dev:` say which heading of `make help` a target goes under.
+help: ## user: list the targets
+	@for group in user dev; do \
+	  [ $$group = user ] && echo "Use it:" || echo "Work on it (installs the dev tools first):"; \
+	  grep -hE "^[a-z-]+:.*## $$group: " $(MAKEFILE_LIST) \
+	    | awk -F':.*## [a-z]+: ' '{printf "  make %-16s %s\n", $$1, $$2}'; \
+	done
 
-$(STAMP): pyproject.toml backend/requirements.txt requirements-dev.txt
+$(RUNTIME_STAMP): pyproject.toml backend/requirements.txt
+	@echo "Installing the runtime only (backend/requirements.txt: $$(grep -oE '^[a-z0-9_-]+' backend/requirements.txt | paste -sd' ')) into $(VENV)"
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --progress-bar on -r backend/requirements.txt -e .
+	touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
+	@echo "Installing the development tools (requirements-dev.txt) into $(VENV): a few minutes the first time"
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r backend/requirements.txt -r requirements-dev.txt
-	$(BIN)/pip install --quiet --no-deps -e .
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP) ## create .venv with the package and the dev tools (idempotent)
+install-runtime: $(RUNTIME_STAMP) ## user: create .venv with the package and its runtime dependencies only
 
-run: install ## run the service with the simulated sensor, data in ./readings
+install: $(DEV_STAMP) ## dev: .venv with the runtime and the dev tools (idempotent)
+
+run: $(RUNTIME_STAMP) ## user: run with the simulated sensor; data in ./data, http://127.0.0.1:8765/
 	$(BIN)/wilo-backend run --sensor sim --data-dir $(DATA_DIR)
 
-test: install browser prometheus ## the whole pytest suite (installs Debian's chromium and prometheus for its tests)
+test: install browser prometheus ## dev: the whole pytest suite (installs Debian's chromium and prometheus for its tests)
 	$(BIN)/pytest
 
-test-fast: install ## contributors' inner loop: all but slow/deploy/browser/prometheus tests
+test-fast: install ## dev: contributors' inner loop: all but slow/deploy/browser/prometheus tests
 	HYPOTHESIS_PROFILE=dev $(BIN)/pytest -q -m "not slow and not deploy and not browser and not prometheus"
 
-lint: install ## ruff, mypy --strict and the deployment linters
+lint: install ## dev: ruff, mypy --strict and the deployment linters
 	$(BIN)/ruff check backend tests bench
 	$(BIN)/ruff format --check backend tests bench
 	$(BIN)/mypy
@@ -56,10 +72,10 @@ lint: install ## ruff, mypy --strict and the deployment linters
 	ANSIBLE_HOME=$(abspath .ansible) $(BIN)/ansible-lint --offline --profile production ansible/
 	$(BIN)/actionlint
 
-bench: install ## benchmarks; figures go in BENCHMARKS.md
+bench: install ## dev: benchmarks; figures go in BENCHMARKS.md
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-clean: ## remove the virtualenv and build output
+clean: ## dev: remove the virtualenv and build output
 	rm -rf $(VENV) $(DIST_DIR) build *.egg-info backend/*.egg-info
 
 # make molecule: the real playbooks on throwaway systemd-nspawn test hosts (root; see README "Molecule").
@@ -70,7 +86,7 @@ MOLECULE_DIST_DIR ?= $(DIST_DIR)/molecule-$(shell uname -m)
 # the scenarios' test hosts: what the final check looks for (other test hosts are not ours)
 MOLECULE_HOSTS = $(shell sed -n 's/^  - name: \([a-z0-9-]*\).*/\1/p' $(MOLECULE_SCENARIOS:%=molecule/%/molecule.yml))
 
-molecule: install ## Molecule scenarios (default, legacy, fleet) on nspawn test hosts; needs root
+molecule: install ## dev: Molecule scenarios (default, legacy, fleet) on nspawn test hosts; needs root
 	$(MAKE) dist DIST_DIR=$(MOLECULE_DIST_DIR) TARGET_PLATFORM=manylinux2014_$(shell uname -m) TARGET_PYTHON=3.11
 	molecule/testhost.sh build
 	set -o pipefail; rc=0; for s in $(MOLECULE_SCENARIOS); do \
@@ -81,7 +97,7 @@ molecule: install ## Molecule scenarios (default, legacy, fleet) on nspawn test 
 
 # make dist / deploy: see README "Deployment". dist/ holds wheelhouse/ (the project wheel and every
 # runtime dependency, binary wheels for DIST_PLATFORM / TARGET_PYTHON), build-info.json, SHA256SUMS.
-dist: install ## wheel + wheelhouse for the target (DIST_PLATFORM=aarch64|x86_64, TARGET_PYTHON=3.11)
+dist: install ## user: wheel + wheelhouse for the target (DIST_PLATFORM=aarch64|x86_64, TARGET_PYTHON=3.11)
 	rm -rf $(DIST_DIR)/wheelhouse $(DIST_DIR)/build-info.json $(DIST_DIR)/SHA256SUMS
 	mkdir -p $(DIST_DIR)/wheelhouse
 	# From a clean copy (no stale build/ files) with zip times from the last commit: the same
@@ -102,21 +118,21 @@ dist: install ## wheel + wheelhouse for the target (DIST_PLATFORM=aarch64|x86_64
 	@echo "dist: $$(ls $(DIST_DIR)/wheelhouse | wc -l) wheels for $(DIST_PLATFORM) / CPython $(TARGET_PYTHON) in $(DIST_DIR)/"
 
 # The only target that uses the production inventory (tests/deploy/test_no_production.py).
-deploy: dist ## make dist + the deploy playbook (INVENTORY=, PLAYBOOK=, LIMIT= to override)
+deploy: dist ## user: make dist + the deploy playbook (INVENTORY=, PLAYBOOK=, LIMIT= to override; needs the dev tools: Ansible)
 	ANSIBLE_CONFIG=$(abspath ansible/ansible.cfg) $(BIN)/ansible-playbook -i $(INVENTORY) $(PLAYBOOK) \
 	  -e wilo_backend_dist_dir=$(abspath $(DIST_DIR)) $(if $(LIMIT),--limit $(LIMIT)) $(ANSIBLE_ARGS)
 
 .PHONY: prometheus
-prometheus: ## Debian's prometheus (brings promtool) for monitoring/'s checks and its integration test
+prometheus: ## dev: Debian's prometheus (brings promtool) for monitoring/'s checks and its integration test
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
 
 .PHONY: browser
-browser: ## Debian's chromium for the live-page browser test (Playwright's own browser download fails here)
+browser: ## dev: Debian's chromium for the live-page browser test (Playwright's own browser download fails here)
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 # make soak: the service under load with injected faults, every sample accounted (RELIABILITY.md).
 # Needs root for the loop-mounted data filesystem (disk-full window); SOAK_DIR holds log and report.
 SOAK_MINUTES ?= 30
 SOAK_DIR ?= /var/tmp/wilo-soak
-soak: install ## soak test: faults, kills, disk full, clock step under load (SOAK_MINUTES=30)
+soak: install ## dev: soak test: faults, kills, disk full, clock step under load (SOAK_MINUTES=30)
 	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) --workdir $(SOAK_DIR) $(SOAK_ARGS)
