@@ -249,7 +249,13 @@ def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str, problems: list[s
             problems.append(f"{key}: {value!r} {message}")
             continue
         values[name] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        # A cross-field check (e.g. zone limits not increasing) is one more problem, reported
+        # beside every per-key one rather than instead of them; defaults stand in meanwhile.
+        problems.extend(exc.problems)
+        return cls()
 
 
 def _parse_env_value(text: str, default: Any) -> Any:
