@@ -172,7 +172,8 @@ class WiloServer:
         self._spawn(self._status_loop())
         port = int(next(iter(self._server.sockets)).getsockname()[1])
         self.port = port
-        log.info("server listening on %s:%d", self._config.host, port)
+        # No line of our own: websockets logs "server listening on ..." and the service's
+        # start-up line names the port; a third would say it twice more.
         return port
 
     async def stop(self) -> None:
