@@ -23,7 +23,7 @@ _CHUNK_BYTES = 1 << 20
 README = """wilo-backend vibration readings
 ===============================
 
-Exported {exported} from data folder {data_dir}; {count} segment file(s).
+Exported {exported}; {count} segment file(s).
 
 Layout: YYYY/MM/Week_N/DD/HHMMSS.csv, N = (day - 1) // 7 + 1 (week of the month).
 Folder and file names are the local time of the file's first sample in time zone {tz};
@@ -84,7 +84,6 @@ def write_export(
         with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             readme = README.format(
                 exported=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                data_dir=data_dir,
                 count=len(listed),
                 tz=config.timezone,
             )
