@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 the command could not do its job (no service answering, an error
 reply, nothing to export, the port taken); 2 bad usage or configuration (a wrong flag, a bad
-key, a data folder that is not one). Every error is one line on stderr naming what is wrong.
+key, a data folder that is not one or that another wilo-backend holds). Every error is one
+line on stderr naming what is wrong.
 """
 
 from __future__ import annotations
