@@ -92,10 +92,10 @@ def summary(url: str, data: dict[str, Any]) -> str:
         f"{_size(storage.get('free_bytes'))} free"
         + (f" ({storage['error']})" if storage.get("error") else ""),
     ]
-    if "zone" in data:
-        lines.append(
-            f"zone:     {data.get('zone') or '-'} (velocity RMS {data.get('vrms_mms')} mm/s)"
-        )
+    if data.get("zone"):
+        lines.append(f"zone:     {data['zone']} (velocity RMS {data.get('vrms_mms')} mm/s)")
+    elif "zone" in data:
+        lines.append("zone:     - (no complete window yet)")
     if sampler.get("last_error"):
         lines.append(f"sensor:   last error {sampler['last_error']}")
     return "\n".join(lines)
