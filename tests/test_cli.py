@@ -182,8 +182,9 @@ def test_status_without_a_service_is_one_line_exit_1() -> None:
     one_line_error(result, 1, f"ws://127.0.0.1:{port}/", "connection refused")
 
 
-def test_status_bad_url_is_usage(tmp_path: Path) -> None:
+def test_status_bad_url_or_timeout_is_usage() -> None:
     one_line_error(cli("status", "--url", "http://127.0.0.1:1/"), 2, "not a WebSocket URL")
+    one_line_error(cli("status", "--timeout", "0"), 2, "--timeout 0 must be between")
 
 
 # --- export ----------------------------------------------------------------------------------

@@ -102,6 +102,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from wilo_backend.status_client import StatusError, default_url, fetch_status, summary
 
+    if not 0 < args.timeout <= 3600:
+        raise UsageError(f"--timeout {args.timeout:g} must be between 0 and 3600 seconds")
     config = _load(args)
     url = args.url or default_url(config.server)
     token = config.server.auth_token if args.token is None else args.token
