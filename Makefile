@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 # the development tools (Ansible, Molecule, Playwright, mypy, pandas: minutes) on top.
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 DEV_STAMP := $(VENV)/.dev-installed
+PURELIB := import sysconfig; print(sysconfig.get_paths()['purelib'])
+SOURCE_PTH := wilo_backend_source.pth
 # Everything `make run` writes (readings/, features/, summaries/, exports/) goes under here; ignored.
 DATA_DIR ?= data
 
@@ -42,13 +44,23 @@ help: ## user: list the targets
 $(RUNTIME_STAMP): pyproject.toml backend/requirements.txt
 	@echo "Installing the runtime only (backend/requirements.txt: $$(grep -oE '^[a-z0-9_-]+' backend/requirements.txt | paste -sd' ')) into $(VENV)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --progress-bar on -r backend/requirements.txt -e .
+	$(BIN)/pip install --progress-bar on --no-compile -r backend/requirements.txt
+	@# This tree's package as an editable install provides it (a .pth naming backend/, the console
+	@# script) without pip's setuptools build environment, and no .pyc for modules never imported:
+	@# 9.1 s of CPU instead of 13.5 s on a fresh clone. `make install` puts pip's own in its place.
+	echo "$(abspath backend)" > "$$($(BIN)/python -c "$(PURELIB)")/$(SOURCE_PTH)"
+	@# the __main__ guard as in pip's scripts: the sampler's spawned process imports this file
+	printf '#!%s\nimport sys\nfrom wilo_backend.cli import main\nif __name__ == "__main__":\n    sys.exit(main())\n' \
+	  "$(abspath $(BIN))/python" > $(BIN)/wilo-backend
+	chmod +x $(BIN)/wilo-backend
 	touch $@
 
 $(DEV_STAMP): $(RUNTIME_STAMP) requirements-dev.txt
 	@echo "Installing the development tools (requirements-dev.txt) into $(VENV): a few minutes the first time"
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r backend/requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	rm -f "$$($(BIN)/python -c "$(PURELIB)")/$(SOURCE_PTH)"
 	touch $@
 
 install-runtime: $(RUNTIME_STAMP) ## user: create .venv with the package and its runtime dependencies only
