@@ -24,7 +24,9 @@ ALLOWED = {
     "analytics": {"model", "config", "timestamps"},
     "server": {"model", "config", "store", "web"},
     "service": BASE | {"sampler", "store", "server", "analytics"},
-    "cli": BASE | {"service", "store"},
+    # status_client asks a running service over its socket: a client of the protocol, no server
+    "status_client": {"config"},
+    "cli": BASE | {"service", "store", "status_client"},
     "__init__": set(),
     "__main__": {"cli"},
 }
