@@ -107,6 +107,13 @@ def test_the_recorded_dashboard_session_gets_the_replies_it_reads(tmp_path: Path
                 raise AssertionError(f"no {kind}")
 
             check_reply(next_of("status"), {})  # pushed on connect
+            # a loaded machine may take a while to write the first segment: the session needs one
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                ws.send(json.dumps({"command": "get_status"}))
+                if next_of("status")["data"]["csv_files"] >= 1:
+                    break
+                time.sleep(0.2)
             time.sleep(1.0)  # the dashboard asks for recent data a second after opening
             listed = ""
             for step in steps:
