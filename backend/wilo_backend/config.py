@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_PATH = Path("/etc/wilo-backend/config.toml")
 ENV_PREFIX = "WILO_"
@@ -56,6 +58,36 @@ def _cpu(value: Any) -> str | None:
 def _fault_file(value: Any) -> str | None:
     if value and not Path(value).is_absolute():
         return "must be an absolute path (or empty for none)"
+    return None
+
+
+_ORIGIN_RE = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
+
+
+def _origins(value: Any) -> str | None:
+    for origin in value.replace(",", " ").split():
+        if not _ORIGIN_RE.fullmatch(origin):
+            return (
+                f"has {origin!r}, not an origin: scheme://host[:port] with no path, "
+                "e.g. 'http://dashboard.plant:8080'"
+            )
+    return None
+
+
+def _public_url(value: Any) -> str | None:
+    if not value:
+        return None
+    parts = urlsplit(value)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    if (
+        not _ORIGIN_RE.fullmatch(origin)
+        or parts.query
+        or parts.fragment
+        or any(c.isspace() or c in '"<>\\' for c in value)
+    ):
+        return "must be empty or http(s)://host[:port][/path], e.g. 'https://pump-1.example:8765'"
     return None
 
 
@@ -138,6 +170,55 @@ class ServerConfig:
     live_frame_hz: float = _setting(20.0, _between(1.0, 100.0), "live_data frames per second")
     status_interval_seconds: float = _setting(5.0, _between(0.5, 3600.0), "status push period")
     max_concurrent_exports: int = _setting(1, _between(1, 16), "ZIP exports built at once")
+    # Hostile network (SPEC §5): every accepted socket counts from accept, not from its request.
+    max_connections: int = _setting(
+        512, _between(8, 60_000), "TCP connections open at once (WebSocket + HTTP + unfinished)"
+    )
+    max_connections_per_address: int = _setting(
+        32, _between(1, 60_000), "TCP connections open at once from one client address"
+    )
+    request_timeout_seconds: float = _setting(
+        3.0, _between(0.1, 60.0), "a connection that has not sent its HTTP request is dropped, s"
+    )
+    reserved_authorized_clients: int = _setting(
+        8, _between(0, 10_000), "with a token set, WebSocket slots kept for clients that give it"
+    )
+    max_pending_requests: int = _setting(
+        8, _between(1, 1000), "requests queued or running per client; beyond: 'busy' error"
+    )
+    expensive_workers: int = _setting(
+        2, _between(1, 16), "threads for expensive commands (data, CSV, features, export)"
+    )
+    expensive_queue: int = _setting(
+        16, _between(0, 10_000), "expensive commands waiting for a worker; beyond: 'busy' error"
+    )
+    max_auth_failures_per_minute: int = _setting(
+        10, _between(1, 10_000), "wrong tokens per client address; beyond: refused for a minute"
+    )
+    allowed_origins: str = _setting(
+        "",
+        _origins,
+        "browser Origins allowed to open the WebSocket, space-separated; '' = same host",
+    )
+    public_url: str = _setting(
+        "", _public_url, "base of export download URLs, e.g. 'https://pump-1.example:8765'"
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_connections_per_address > self.max_connections:
+            raise ConfigError(
+                [
+                    f"server.max_connections_per_address: {self.max_connections_per_address!r} "
+                    f"must not exceed server.max_connections ({self.max_connections!r})"
+                ]
+            )
+        if self.reserved_authorized_clients >= self.max_clients:
+            raise ConfigError(
+                [
+                    f"server.reserved_authorized_clients: {self.reserved_authorized_clients!r} "
+                    f"must be below server.max_clients ({self.max_clients!r})"
+                ]
+            )
 
 
 @dataclass(frozen=True)

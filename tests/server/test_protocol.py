@@ -170,11 +170,26 @@ def test_bearer_token() -> None:
 
 
 def test_download_url_uses_the_host_the_browser_used() -> None:
-    url = protocol.download_url("pump-7.plant:8765", "10.0.0.2:8765", "e.zip", "")
+    url = protocol.download_url("", "pump-7.plant:8765", "e.zip", "")
     assert url == "http://pump-7.plant:8765/exports/e.zip"
-    assert protocol.download_url(None, "10.0.0.2:8765", "e.zip", "ab") == (
-        "http://10.0.0.2:8765/exports/e.zip?sig=ab"
+    assert protocol.download_url("", "[fe80::1]:8765", "e.zip", "ab") == (
+        "http://[fe80::1]:8765/exports/e.zip?sig=ab"
     )
+
+
+@pytest.mark.parametrize(
+    "host",
+    [None, "", "evil.example/phish?", "a b", "user@evil.example", "x" * 300, '"><script>', ":80"],
+)
+def test_download_url_is_relative_when_the_host_header_is_not_a_plain_host(
+    host: str | None,
+) -> None:
+    assert protocol.download_url("", host, "e.zip", "ab") == "/exports/e.zip?sig=ab"
+
+
+def test_download_url_prefers_the_configured_public_url() -> None:
+    url = protocol.download_url("https://pump-7.example/wilo/", "evil.example", "e.zip", "")
+    assert url == "https://pump-7.example/wilo/exports/e.zip"
 
 
 def test_token_bucket_allows_a_burst_then_the_rate() -> None:

@@ -9,21 +9,28 @@ import http
 import json
 import logging
 import os
+import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, cast
 from urllib.parse import parse_qs, quote, unquote
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from wilo_backend.config import ServerConfig
 from wilo_backend.model import PathRejectedError, ReadingsView, SampleBatch, ServiceControl
 from wilo_backend.server import protocol
+from wilo_backend.server.limits import (
+    AuthThrottle,
+    ConnectionGate,
+    LogLimiter,
+    open_listener_warning,
+)
 from wilo_backend.server.live import LiveHub, Outbox
 from wilo_backend.server.metrics import CONTENT_TYPE, ServerCounters, render_metrics
 from wilo_backend.server.protocol import (
@@ -33,34 +40,108 @@ from wilo_backend.server.protocol import (
     RequestError,
     TokenBucket,
 )
+from wilo_backend.server.workers import BoundedPool, PoolBusyError
 from wilo_backend.web import static_file
 
 log = logging.getLogger("wilo_backend.server")
 
-# A TCP connection that has not sent its HTTP request by then is dropped (slowloris guard);
-# websockets' own open_timeout would also cut long export downloads, so it is off.
-REQUEST_TIMEOUT_SECONDS: Final = 10.0
-# Commands that read files: run in a worker thread so live frames keep flowing meanwhile.
+# Descriptors kept out of the connection cap: the store's open segments, feature files,
+# exports, the sampler's pipes and shared memory, the journal socket, libraries (~40 in use).
+STORE_RESERVED_FDS: Final = 256
 EARLY_FRAME_FRACTION: Final = 0.8
-THREADED_COMMANDS: Final = frozenset({"get_csv_data", "get_folder_structure"})
+# Commands that read files or build large replies: they run on the bounded worker pool (reply
+# encoding included) so that cheap commands, pushes, live frames and handshakes keep the loop.
+EXPENSIVE_COMMANDS: Final = frozenset({"get_csv_data", "get_folder_structure", "get_recent_data"})
+# Headers this server reads: a second copy is a malformed (or smuggling) request, not a choice.
+SINGLE_HEADERS: Final = (
+    "Host",
+    "Authorization",
+    "Origin",
+    "Upgrade",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Sec-WebSocket-Key",
+    "Sec-WebSocket-Version",
+)
 UNAUTHORIZED: Final = (
     "unauthorized: this command needs the server token "
     "(?token= in the URL, an 'Authorization: Bearer' header, or a 'token' field)"
 )
+# A client-supplied detail quoted in a log line or reply is cut to this many characters.
+QUOTE_CHARS: Final = 80
+
+
+def _short(text: object) -> str:
+    value = repr(str(text))
+    return value if len(value) <= QUOTE_CHARS else value[: QUOTE_CHARS - 4] + "...'"
+
+
+def _peer_address(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
 
 
 class _Connection(ServerConnection):
-    """A connection that is aborted if its HTTP request does not arrive in time."""
+    """One accepted socket, counted by the server's gate from accept until it is closed.
 
-    request_timeout_seconds = REQUEST_TIMEOUT_SECONDS
+    Dropped if its HTTP request does not arrive within server.request_timeout_seconds; answered
+    400 (one short, rate-limited log line) if the request cannot be parsed; HEAD is served as GET
+    without the body.
+    """
+
+    owner: WiloServer  # set on the per-server subclass made in WiloServer.start()
+    head_request = False
+    authorized = False
+    _first_data = True
+    _answered = False
+
+    @property
+    def peer(self) -> str:
+        return _peer_address(self.transport)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.loop.call_later(self.request_timeout_seconds, self._abort_without_request)
+        self.loop.call_later(self.owner.config.request_timeout_seconds, self._abort_without_request)
+        self.owner.accepted(self)
 
     def _abort_without_request(self) -> None:
         if self.request is None:
             self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.released(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._first_data:
+            self._first_data = False
+            # websockets parses GET only; HEAD is the same request without a body in the answer.
+            if data.startswith(b"HEAD "):
+                self.head_request = True
+                data = b"GET " + data[5:]
+        super().data_received(data)
+
+    def process_event(self, event: Any) -> None:
+        if self.request is None and isinstance(event, Request):
+            self.owner.request_arrived(self)
+        super().process_event(event)
+
+    def send_data(self) -> None:
+        # The request could not be parsed: websockets would only half-close. Answer 400 first,
+        # before that end-of-stream goes out.
+        exc = self.protocol.handshake_exc
+        if self.request is None and exc is not None and not self._answered:
+            self._answered = True
+            cause = exc.__cause__
+            if cause is not None and not isinstance(cause, EOFError):
+                self.owner.bad_request(self, f"malformed HTTP request: {_short(cause)}")
+        super().send_data()
+
+    async def handshake(self, *args: Any, **kwargs: Any) -> None:
+        # A client error (closed early, malformed request, bad WebSocket headers) is already
+        # answered and logged in one line: websockets would log a traceback at ERROR for it.
+        with contextlib.suppress(InvalidHandshake):
+            await super().handshake(*args, **kwargs)
 
 
 @dataclass(eq=False)
@@ -69,6 +150,10 @@ class _Client:
     outbox: Outbox
     bucket: TokenBucket
     authorized: bool
+    address: str
+    # requests read and not yet answered: queued for this client's serial worker or running
+    pending: int = 0
+    queue: asyncio.Queue[protocol.Request] = field(default_factory=asyncio.Queue)
 
 
 def _json_response(status: http.HTTPStatus, body: dict[str, Any]) -> Response:
@@ -81,6 +166,7 @@ def _response(status: http.HTTPStatus, body: bytes, content_type: str) -> Respon
             ("Content-Type", content_type),
             ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
             ("Connection", "close"),
         ]
     )
@@ -110,13 +196,6 @@ def _peer(connection: ServerConnection) -> str:
     return str(address)
 
 
-def _host_for_url(connection: ServerConnection) -> str:
-    """host:port of the socket the client reached, for a request without a Host header."""
-    address = connection.local_address
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 class WiloServer:
     """WebSocket protocol (SPEC §5) and HTTP (/healthz, /metrics, /exports/) on one port."""
 
@@ -138,26 +217,42 @@ class WiloServer:
         self._counters = ServerCounters()
         self._clients: set[_Client] = set()
         self._admitted: set[ServerConnection] = set()
+        self._gate: ConnectionGate[_Connection] = ConnectionGate(
+            config.max_connections, config.max_connections_per_address
+        )
+        self._auth_throttle = AuthThrottle(config.max_auth_failures_per_minute)
+        self._log_limiter = LogLimiter()
+        self._pool = BoundedPool(config.expensive_workers, config.expensive_queue)
+        self._allowed_origins = frozenset(
+            o.lower() for o in config.allowed_origins.replace(",", " ").split()
+        )
         self._exports_running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
         self.port: int | None = None
         self._last_flush = clock()
         self._commands = self._dispatcher.commands
-        self._threaded = THREADED_COMMANDS
+        self._expensive = EXPENSIVE_COMMANDS
         self._metrics_sources: list[Callable[[], str]] = []
         self._live_fields: Callable[[], str] | None = None
 
     # --- the service's side -----------------------------------------------------------------
 
+    @property
+    def config(self) -> ServerConfig:
+        return self._config
+
     async def start(self) -> int:
         """Bind config.host:config.port; returns the bound port (an ephemeral one for port 0)."""
+        self._reserve_descriptors()
+        self._warn_if_open()
+        connection_class = type("_BoundConnection", (_Connection,), {"owner": self})
         self._server = await serve(
             self._handle_connection,
             self._config.host,
             self._config.port,
             process_request=self._process_request,
-            create_connection=_Connection,
+            create_connection=cast(type[ServerConnection], connection_class),
             max_size=self._config.max_frame_bytes,
             # Compression would cost CPU per client and undo the once-per-level encoding.
             compression=None,
@@ -187,6 +282,77 @@ class WiloServer:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+        self._pool.shutdown()
+
+    def _reserve_descriptors(self) -> None:
+        """Raise the soft descriptor limit to the hard one and keep STORE_RESERVED_FDS of it
+        out of the connection cap: sockets can then never take the store's descriptors."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+                soft = hard
+        if soft == resource.RLIM_INFINITY:
+            return
+        room = max(8, soft - STORE_RESERVED_FDS)
+        if self._gate.max_connections > room:
+            log.warning(
+                "server.max_connections = %d does not fit the descriptor limit (%d, %d kept for "
+                "the store): at most %d connections at once",
+                self._gate.max_connections,
+                soft,
+                STORE_RESERVED_FDS,
+                room,
+            )
+            self._gate.max_connections = room
+            self._gate.max_per_address = min(self._gate.max_per_address, room)
+
+    def _warn_if_open(self) -> None:
+        warning = open_listener_warning(self._config.host, self._config.auth_token)
+        if warning:
+            log.warning("%s", warning)
+
+    # --- connection accounting (called by _Connection) -------------------------------------
+
+    def accepted(self, connection: _Connection) -> None:
+        admission = self._gate.admit(connection, connection.peer)
+        if admission.evict is not None:
+            self._counters.reject("idle_evicted")
+            admission.evict.transport.abort()
+        if admission.refused is not None:
+            self._counters.reject(admission.refused)
+            self._client_log(
+                admission.refused,
+                "refused a connection from %s: server.%s reached",
+                connection.peer,
+                admission.refused,
+            )
+            limit = getattr(self._config, admission.refused)
+            body = f"too many connections (server.{admission.refused} = {limit})\n".encode()
+            connection.transport.write(_raw_response(503, "Service Unavailable", body))
+            connection.transport.close()
+
+    def request_arrived(self, connection: _Connection) -> None:
+        self._gate.request_arrived(connection)
+
+    def released(self, connection: _Connection) -> None:
+        self._gate.release(connection)
+
+    def bad_request(self, connection: _Connection, reason: str) -> None:
+        """Answer 400 on the raw socket (the request never parsed) and log one short line."""
+        self._counters.reject("bad_request")
+        self._client_log(
+            "bad_request", "bad request from %s: %s; answered 400", connection.peer, reason
+        )
+        body = f"bad request: {reason}\n".encode("utf-8", "replace")
+        connection.transport.write(_raw_response(400, "Bad Request", body))
+
+    def _client_log(self, kind: str, fmt: str, *args: object) -> None:
+        """One WARNING per client error, at most LogLimiter.burst of a kind a minute."""
+        write, suppressed = self._log_limiter.allow(kind, self._clock())
+        if write:
+            more = f" ({suppressed} more like this not logged)" if suppressed else ""
+            log.warning(fmt + more, *args)
 
     def publish(self, batch: SampleBatch) -> None:
         """Queue a batch for live subscribers; frames go out as soon as one is due."""
@@ -244,12 +410,13 @@ class WiloServer:
         """Serve another read-only command (same validation, auth, rate limit, request_id).
 
         `handler` gets the parsed Request (its seconds/max_points/... fields) and returns the
-        reply; `threaded` runs it in a worker thread when it may take more than a millisecond.
+        reply; `threaded` runs it on the bounded worker pool when it may take more than a
+        millisecond.
         """
         self._dispatcher.register(command, handler)
         self._commands = self._dispatcher.commands
         if threaded:
-            self._threaded = self._threaded | {command}
+            self._expensive = self._expensive | {command}
 
     def backlog_bytes(self) -> list[int]:
         """Per client: bytes waiting in its outbox plus its socket's write buffer."""
@@ -299,14 +466,38 @@ class WiloServer:
             return [c for c in self._clients if c.authorized]
         return list(self._clients)
 
-    def _handshake_authorized(self, request: Request) -> bool:
-        token = self._config.auth_token
-        if not token:
+    def _handshake_authorized(self, connection: ServerConnection, request: Request) -> bool:
+        if not self._config.auth_token:
             return True
         query = parse_qs(request.path.partition("?")[2])
         given = query.get("token", [None])[0]
         bearer = protocol.bearer_token(request.headers.get("Authorization"))
-        return protocol.token_matches(given, token) or protocol.token_matches(bearer, token)
+        return self._token_ok(_peer_address(connection.transport), given, bearer) is True
+
+    def _token_ok(self, address: str, *given: str | None) -> bool | float:
+        """True if one of `given` is the token; False if wrong or none; while `address` is
+        locked out after too many wrong ones: the seconds left (nothing is compared)."""
+        offered = [g for g in given if g]
+        if not offered:
+            return False
+        now = self._clock()
+        locked = self._auth_throttle.locked_for(address, now)
+        if locked:
+            return locked
+        token = self._config.auth_token
+        if any(protocol.token_matches(g, token) for g in offered):
+            return True
+        self._auth_throttle.failed(address, now)
+        self._client_log("auth_failed", "wrong token from %s", address)
+        return False
+
+    def _origin_allowed(self, origin: str, host: str | None) -> bool:
+        """A browser's Origin: listed in server.allowed_origins, or the very host it asked."""
+        origin = origin.strip().lower()
+        if origin in self._allowed_origins:
+            return True
+        scheme, _, rest = origin.partition("://")
+        return scheme in ("http", "https") and host is not None and rest == host.strip().lower()
 
     def _open_connections(self) -> int:
         self._admitted = {c for c in self._admitted if c.protocol.state is not State.CLOSED}
@@ -315,16 +506,27 @@ class WiloServer:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
+        response = await self._route(connection, request)
+        if response is not None and getattr(connection, "head_request", False):
+            return replace(response, body=b"")  # Content-Length stays that of the GET
+        return response
+
+    async def _route(self, connection: ServerConnection, request: Request) -> Response | None:
+        for name in SINGLE_HEADERS:
+            if len(request.headers.get_all(name)) > 1:
+                self._counters.reject("bad_request")
+                self._client_log(
+                    "bad_request",
+                    "bad request from %s: duplicate %s header; answered 400",
+                    _peer_address(connection.transport),
+                    name,
+                )
+                return _text_response(
+                    http.HTTPStatus.BAD_REQUEST, f"bad request: duplicate {name} header\n"
+                )
         path = request.path.partition("?")[0]
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            if self._open_connections() >= self._config.max_clients:
-                self._counters.reject("max_clients")
-                return _text_response(
-                    http.HTTPStatus.SERVICE_UNAVAILABLE,
-                    f"too many clients (server.max_clients = {self._config.max_clients})\n",
-                )
-            self._admitted.add(connection)
-            return None
+            return self._admit_websocket(connection, request)
         if path == "/healthz":
             healthy, reason = self._control.health()
             running, paused = self._collection_state()
@@ -338,7 +540,7 @@ class WiloServer:
             status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
             return _json_response(status, health)
         if path == "/metrics":
-            if self._config.protect_reads and not self._handshake_authorized(request):
+            if self._config.protect_reads and not self._handshake_authorized(connection, request):
                 return _text_response(http.HTTPStatus.UNAUTHORIZED, UNAUTHORIZED + "\n")
             running, paused = self._collection_state()
             body = render_metrics(
@@ -359,7 +561,40 @@ class WiloServer:
             # Its app.js/style.css are fetched without the query string, so a check here would
             # break the page for the very users who have the token.
             return _response(http.HTTPStatus.OK, page[0], page[1])
-        return _text_response(http.HTTPStatus.NOT_FOUND, f"not found: {path[:200]}\n")
+        return _text_response(http.HTTPStatus.NOT_FOUND, f"not found: {_short(path)}\n")
+
+    def _admit_websocket(self, connection: ServerConnection, request: Request) -> Response | None:
+        if getattr(connection, "head_request", False):
+            return _text_response(http.HTTPStatus.BAD_REQUEST, "bad request: HEAD upgrade\n")
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_allowed(origin, request.headers.get("Host")):
+            self._counters.reject("origin")
+            self._client_log(
+                "origin",
+                "refused a WebSocket from %s: Origin %s not in server.allowed_origins",
+                _peer_address(connection.transport),
+                _short(origin),
+            )
+            return _text_response(
+                http.HTTPStatus.FORBIDDEN,
+                "origin not allowed: add it to server.allowed_origins\n",
+            )
+        authorized = self._handshake_authorized(connection, request)
+        limit = self._config.max_clients
+        if self._config.auth_token and not authorized:
+            # slots kept for the operator: idle strangers cannot lock the token holder out
+            limit -= self._config.reserved_authorized_clients
+        if self._open_connections() >= limit:
+            self._counters.reject("max_clients")
+            return _text_response(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                f"too many clients (server.max_clients = {self._config.max_clients}"
+                + ("" if authorized else ", some kept for clients with the token")
+                + ")\n",
+            )
+        setattr(connection, "authorized", authorized)  # noqa: B010 (a _Connection attribute)
+        self._admitted.add(connection)
+        return None
 
     def _collection_state(self) -> tuple[bool, bool]:
         """(running, paused) as the status reply says them."""
@@ -375,7 +610,7 @@ class WiloServer:
             sig = parse_qs(request.path.partition("?")[2]).get("sig", [None])[0]
             if not (
                 protocol.signature_matches(sig, token, filename)
-                or self._handshake_authorized(request)
+                or self._handshake_authorized(connection, request)
             ):
                 self._counters.unauthorized_total += 1
                 return _text_response(http.HTTPStatus.UNAUTHORIZED, UNAUTHORIZED + "\n")
@@ -423,16 +658,20 @@ class WiloServer:
             connection,
             Outbox(),
             bucket,
-            self._handshake_authorized(connection.request),  # type: ignore[arg-type]
+            bool(getattr(connection, "authorized", False)),
+            _peer_address(connection.transport),
         )
         self._clients.add(client)
         self._counters.connections_total += 1
         writer = asyncio.get_running_loop().create_task(self._write_pushes(client))
+        worker = asyncio.get_running_loop().create_task(self._serve_requests(client))
         try:
             if client in self._readers():
                 client.outbox.put_event("status", protocol.encode(self._dispatcher.status()))
+            # Frames are read, counted and queued as they arrive, whatever is still running:
+            # the rate limit and the per-client cap then see a flood as it is sent.
             async for raw in connection:
-                reply = await self._respond(client, raw)
+                reply = self._arrive(client, raw)
                 if reply is not None:
                     await connection.send(protocol.encode(reply))
         except ConnectionClosed:
@@ -441,20 +680,14 @@ class WiloServer:
             self._hub.unsubscribe(client.outbox)
             self._clients.discard(client)
             self._admitted.discard(connection)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            for task in (writer, worker):
+                task.cancel()
+            for task in (writer, worker):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
-    async def _write_pushes(self, client: _Client) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                text = await client.outbox.get()
-                await client.connection.send(text)
-                if text.startswith('{"type":"live_data"'):
-                    self._counters.live_frames_sent_total += 1
-
-    async def _respond(self, client: _Client, raw: str | bytes) -> dict[str, Any] | None:
-        """The reply to one frame, or None when it comes later (an export)."""
+    def _arrive(self, client: _Client, raw: str | bytes) -> dict[str, Any] | None:
+        """Count a frame as it arrives: an immediate error reply, or None once it is queued."""
         self._counters.requests_total += 1
         allowed = client.bucket.allow(self._clock())
         try:
@@ -466,26 +699,74 @@ class WiloServer:
             return protocol.error_message(exc.message, exc.request_id)
         if not allowed:
             return self._rate_limited(request.request_id)
+        if client.pending >= self._config.max_pending_requests:
+            self._counters.busy_total += 1
+            limit = self._config.max_pending_requests
+            return protocol.error_message(
+                f"busy: {limit} requests of this client already queued or running "
+                "(server.max_pending_requests); wait for their replies",
+                request.request_id,
+            )
+        client.pending += 1
+        client.queue.put_nowait(request)
+        return None
+
+    async def _serve_requests(self, client: _Client) -> None:
+        """One client's requests, one at a time and in order (its replies keep that order)."""
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                request = await client.queue.get()
+                try:
+                    reply = await self._respond(client, request)
+                finally:
+                    client.pending -= 1
+                if reply is not None:
+                    await client.connection.send(reply)
+
+    async def _write_pushes(self, client: _Client) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                text = await client.outbox.get()
+                await client.connection.send(text)
+                if text.startswith('{"type":"live_data"'):
+                    self._counters.live_frames_sent_total += 1
+
+    async def _respond(self, client: _Client, request: protocol.Request) -> str | None:
+        """The encoded reply to one request, or None when it comes later (an export)."""
         rid = request.request_id
         if protocol.needs_token(
             request.command, self._config.auth_token, self._config.protect_reads
         ):
-            if protocol.token_matches(request.token, self._config.auth_token):
+            verdict = self._token_ok(client.address, request.token)
+            if verdict is True:
                 client.authorized = True
+            elif verdict is not False:
+                self._counters.unauthorized_total += 1
+                return protocol.encode(
+                    protocol.error_message(
+                        f"too many wrong tokens from {client.address}: try again in "
+                        f"{float(verdict):.0f} s",
+                        rid,
+                    )
+                )
             if not client.authorized:
                 self._counters.unauthorized_total += 1
                 if request.command == EXPORT_COMMAND:
-                    return protocol.message("zip_export", rid, error=UNAUTHORIZED)
-                return protocol.error_message(UNAUTHORIZED, rid)
+                    return protocol.encode(protocol.message("zip_export", rid, error=UNAUTHORIZED))
+                return protocol.encode(protocol.error_message(UNAUTHORIZED, rid))
         try:
-            return await self._execute(client, request)
+            reply = await self._execute(client, request)
+        except PoolBusyError as exc:
+            self._counters.busy_total += 1
+            return protocol.encode(protocol.error_message(str(exc), rid))
         except RequestError as exc:
             self._counters.request_errors_total += 1
-            return protocol.error_message(exc.message, rid)
+            return protocol.encode(protocol.error_message(exc.message, rid))
         except Exception as exc:
             self._counters.request_errors_total += 1
             log.exception("%s failed", request.command)
-            return protocol.error_message(f"{request.command} failed: {exc}", rid)
+            return protocol.encode(protocol.error_message(f"{request.command} failed: {exc}", rid))
+        return reply if reply is None or isinstance(reply, str) else protocol.encode(reply)
 
     def _rate_limited(self, request_id: protocol.RequestId | None) -> dict[str, Any]:
         self._counters.rate_limited_total += 1
@@ -494,7 +775,9 @@ class WiloServer:
             f"rate limited: at most {limit:g} requests per second", request_id
         )
 
-    async def _execute(self, client: _Client, request: protocol.Request) -> dict[str, Any] | None:
+    async def _execute(
+        self, client: _Client, request: protocol.Request
+    ) -> dict[str, Any] | str | None:
         rid = request.request_id
         if request.command == "subscribe_live":
             sub = self._hub.subscribe(client.outbox, request.max_rate_hz)
@@ -516,16 +799,19 @@ class WiloServer:
         if request.command in CONTROL_COMMANDS:
             # who stopped collection, and when: the journal must be able to tell
             log.info("%s requested by %s", request.command, _peer(client.connection))
-        if request.command in self._threaded:
-            reply = await asyncio.to_thread(self._dispatcher.handle, request)
-        else:
-            reply = self._dispatcher.handle(request)
+        if request.command in self._expensive:
+            return await self._pool.run(lambda: protocol.encode(self._dispatcher.handle(request)))
+        reply = self._dispatcher.handle(request)
         if request.command in CONTROL_COMMANDS:
             self.notify_status(exclude=client)
         return reply
 
     async def _export(self, client: _Client, rid: protocol.RequestId | None) -> None:
-        reply = await self._build_export(client, rid)
+        try:
+            reply = await self._build_export(client, rid)
+        except PoolBusyError as exc:
+            self._counters.busy_total += 1
+            reply = protocol.message("zip_export", rid, error=str(exc))
         with contextlib.suppress(ConnectionClosed):
             await client.connection.send(protocol.encode(reply))
 
@@ -540,7 +826,9 @@ class WiloServer:
             )
         self._exports_running += 1
         try:
-            result = await asyncio.to_thread(self._view.export_zip)
+            result = await self._pool.run(self._view.export_zip)
+        except PoolBusyError:
+            raise
         except Exception as exc:
             self._counters.export_errors_total += 1
             log.exception("export failed")
@@ -550,9 +838,10 @@ class WiloServer:
         self._counters.exports_total += 1
         token = self._config.auth_token
         sig = protocol.download_signature(token, result.filename) if token else ""
+        request = client.connection.request
         url = protocol.download_url(
-            client.connection.request.headers.get("Host") if client.connection.request else None,
-            _host_for_url(client.connection),
+            self._config.public_url,
+            request.headers.get("Host") if request is not None else None,
             quote(result.filename),
             sig,
         )
@@ -563,3 +852,13 @@ class WiloServer:
             filename=result.filename,
             file_count=result.file_count,
         )
+
+
+def _raw_response(code: int, phrase: str, body: bytes) -> bytes:
+    """A whole HTTP response for a socket whose request was never parsed (or never read)."""
+    head = (
+        f"HTTP/1.1 {code} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nX-Content-Type-Options: nosniff\r\n"
+        "Cache-Control: no-store\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body

@@ -23,6 +23,7 @@ class ServerCounters:
     requests_total: int = 0
     request_errors_total: int = 0
     rate_limited_total: int = 0
+    busy_total: int = 0
     unauthorized_total: int = 0
     live_frames_encoded_total: int = 0
     live_frames_sent_total: int = 0
@@ -169,6 +170,12 @@ def _server(out: _Writer, counters: ServerCounters) -> None:
         "counter",
         "Requests over the rate.",
         counters.rate_limited_total,
+    )
+    out.one(
+        "wilo_ws_busy_total",
+        "counter",
+        "Requests refused 'busy': the client's queue or the expensive-command pool was full.",
+        counters.busy_total,
     )
     out.one(
         "wilo_ws_unauthorized_total",

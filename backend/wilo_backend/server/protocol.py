@@ -12,6 +12,7 @@ from typing import Any, Final
 import orjson
 
 from wilo_backend.model import OUTPUT_RATE_HZ, PathRejectedError, ReadingsView, ServiceControl
+from wilo_backend.server.limits import valid_host
 from wilo_backend.store.layout import check_relative
 
 CONTROL_COMMANDS: Final = frozenset(
@@ -216,10 +217,17 @@ def bearer_token(authorization: str | None) -> str | None:
     return value.strip() or None
 
 
-def download_url(host_header: str | None, fallback_host: str, filename: str, sig: str) -> str:
-    """http://<the Host the browser used>/exports/<name>; the socket address if Host is absent."""
-    host = (host_header or "").strip() or fallback_host
-    url = f"http://{host}/exports/{filename}"
+def download_url(public_url: str, host_header: str | None, filename: str, sig: str) -> str:
+    """server.public_url if set; else http://<Host> when Host is a plain host[:port]; else a URL
+    relative to the server (the browser resolves it against the page), so a forged Host header
+    never turns into a link elsewhere."""
+    if public_url:
+        base = public_url.rstrip("/")
+    elif host_header is not None and valid_host(host_header.strip()):
+        base = f"http://{host_header.strip()}"
+    else:
+        base = ""
+    url = f"{base}/exports/{filename}"
     return f"{url}?sig={sig}" if sig else url
 
 

@@ -1,0 +1,158 @@
+"""Hostile-network bookkeeping without sockets: connection caps, wrong-token lockout, log rates."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Final, Generic, TypeVar
+
+Conn = TypeVar("Conn", bound=Hashable)
+
+# A Host header that can go into a URL as it is: a DNS name or IPv4 address, or a bracketed
+# IPv6 address, with an optional port. Anything else (spaces, '/', '@', quotes) is refused.
+_HOST_RE: Final = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}"
+    r"[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+)
+# Addresses kept by AuthThrottle at most: a scan from many addresses cannot grow it without bound.
+MAX_TRACKED_ADDRESSES: Final = 4096
+
+
+def valid_host(value: str | None) -> bool:
+    """True for a Host header of the form host[:port] that is safe to put into a URL."""
+    return bool(value) and len(value or "") <= 260 and bool(_HOST_RE.fullmatch(value or ""))
+
+
+def open_listener_warning(host: str, auth_token: str) -> str | None:
+    """The start-up warning for a server reachable beyond this machine with no token."""
+    if auth_token:
+        return None
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return None
+    return (
+        f"listening on {host} without server.auth_token: anyone who can reach this port "
+        "can stop or pause collection; set a token (SPEC §5 'Hostile network')"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Admission(Generic[Conn]):
+    """What to do with a socket just accepted: `refused` names the cap; `evict` is aborted."""
+
+    refused: str | None = None
+    evict: Conn | None = None
+
+
+@dataclass
+class ConnectionGate(Generic[Conn]):
+    """Counts every accepted socket against a global and a per-address cap from accept on.
+
+    At the global cap the oldest connection that has not yet sent its HTTP request makes room:
+    idle sockets can then only ever delay a real client by one request's time, never lock it out.
+    """
+
+    max_connections: int
+    max_per_address: int
+    _address_of: dict[Conn, str] = field(default_factory=dict)
+    _per_address: dict[str, int] = field(default_factory=dict)
+    # connections without their request yet, oldest first
+    _waiting: OrderedDict[Conn, None] = field(default_factory=OrderedDict)
+
+    @property
+    def open_count(self) -> int:
+        return len(self._address_of)
+
+    @property
+    def waiting_count(self) -> int:
+        return len(self._waiting)
+
+    def admit(self, conn: Conn, address: str) -> Admission[Conn]:
+        if self._per_address.get(address, 0) >= self.max_per_address:
+            return Admission(refused="max_connections_per_address")
+        evict: Conn | None = None
+        if len(self._address_of) >= self.max_connections:
+            if not self._waiting:
+                return Admission(refused="max_connections")
+            evict = next(iter(self._waiting))
+            self.release(evict)
+        self._address_of[conn] = address
+        self._per_address[address] = self._per_address.get(address, 0) + 1
+        self._waiting[conn] = None
+        return Admission(evict=evict)
+
+    def request_arrived(self, conn: Conn) -> None:
+        self._waiting.pop(conn, None)
+
+    def release(self, conn: Conn) -> None:
+        """Forget a connection (closed or evicted); a second call is harmless."""
+        address = self._address_of.pop(conn, None)
+        self._waiting.pop(conn, None)
+        if address is None:
+            return
+        left = self._per_address[address] - 1
+        if left:
+            self._per_address[address] = left
+        else:
+            del self._per_address[address]
+
+
+@dataclass
+class AuthThrottle:
+    """At most `max_failures` wrong tokens per address per `window_seconds`; then a lockout.
+
+    While locked out an address's tokens are not even compared, so guessing stays at
+    `max_failures` per window whatever the attacker's rate.
+    """
+
+    max_failures: int
+    window_seconds: float = 60.0
+    _failures: dict[str, list[float]] = field(default_factory=dict)
+
+    def locked_for(self, address: str, now: float) -> float:
+        """Seconds until `address` may try again (0 when it may)."""
+        times = self._recent(address, now)
+        if len(times) < self.max_failures:
+            return 0.0
+        return max(0.0, times[0] + self.window_seconds - now)
+
+    def failed(self, address: str, now: float) -> None:
+        times = self._recent(address, now)
+        times.append(now)
+        self._failures[address] = times[-self.max_failures :]
+        if len(self._failures) > MAX_TRACKED_ADDRESSES:
+            # the address seen longest ago goes first (dicts keep insertion order)
+            stale = next(iter(self._failures))
+            del self._failures[stale]
+
+    def _recent(self, address: str, now: float) -> list[float]:
+        times = [t for t in self._failures.pop(address, []) if now - t < self.window_seconds]
+        if times:
+            self._failures[address] = times
+        return times
+
+
+@dataclass
+class LogLimiter:
+    """At most `burst` lines per kind per `window_seconds`; the rest are counted, not written."""
+
+    burst: int = 5
+    window_seconds: float = 60.0
+    _windows: dict[str, tuple[float, int, int]] = field(default_factory=dict)
+
+    def allow(self, kind: str, now: float) -> tuple[bool, int]:
+        """(write this line?, lines suppressed since the last written one of this kind)."""
+        start, written, suppressed = self._windows.get(kind, (now, 0, 0))
+        if now - start >= self.window_seconds:
+            start, written = now, 0
+        if written < self.burst:
+            self._windows[kind] = (start, written + 1, 0)
+            return True, suppressed
+        self._windows[kind] = (start, written, suppressed + 1)
+        return False, 0
