@@ -264,6 +264,26 @@ async def test_symlink_out_of_readings_is_refused(
     assert reply["type"] == "error" and "4242" not in json.dumps(reply)
 
 
+async def test_an_export_leaves_out_a_segment_replaced_by_a_symlink(
+    server: WiloServer, client: Client, store: Store, data_dir: Path
+) -> None:
+    marker = b"4242.424242"
+    secret = data_dir / "secret.txt"
+    secret.write_bytes(b"timestamp,x,y,z,acceleration\n2026-11-27T15:22:00.000000Z,1,2,3," + marker)
+    victim = store.file_list()[-1]
+    target = data_dir / "readings" / victim
+    target.unlink()
+    target.symlink_to(secret)
+    export = await client.request("export_all_csv_zip")
+    assert export["file_count"] == len(store.file_list()) - 1
+    status_code, _, body = await http_get(
+        server.port or 0, export["download_url"].split(str(server.port), 1)[1]
+    )
+    assert status_code == 200
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert all(marker not in archive.read(name) for name in archive.namelist())
+
+
 async def test_a_secret_beside_readings_is_never_read(
     server: WiloServer, client: Client, data_dir: Path, store: Store
 ) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
+import stat
 import time
 import zipfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from wilo_backend.config import StorageConfig
 from wilo_backend.model import ExportResult, PathRejectedError
@@ -90,9 +94,12 @@ def write_export(
             zf.writestr("README.txt", readme)
             for relative, path, size in listed:
                 try:
-                    src = path.open("rb")
+                    src = _open_segment(data_dir / READINGS_DIR, path)
                 except FileNotFoundError:
                     continue  # rotated out while exporting
+                except PathRejectedError as exc:
+                    log.warning("export: %s; left out of the ZIP", exc)
+                    continue
                 with src, zf.open(relative, "w", force_zip64=True) as dst:
                     remaining = size
                     while remaining > 0:
@@ -108,6 +115,23 @@ def write_export(
         raise
     log.info("export %s: %d segment(s)", final, count)
     return ExportResult(path=final, filename=name, file_count=count)
+
+
+def _open_segment(readings: Path, path: Path) -> BinaryIO:
+    """Open a retained segment, refusing a symlink (O_NOFOLLOW) or a path leading out of
+    readings/: a segment replaced by a link must not copy its target into the ZIP."""
+    if not os.path.realpath(path.parent).startswith(os.path.realpath(readings) + os.sep):
+        raise PathRejectedError(f"{path} is not inside {readings}")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PathRejectedError(f"{path} is a symbolic link") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PathRejectedError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
 
 
 def resolve_export(exports_dir: Path, filename: str) -> Path:
