@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-SECTIONS = ("acquisition", "storage", "server", "analytics", "service")
+SECTIONS = ("acquisition", "storage", "server", "analytics", "service", "abuse")
 OUTPUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
