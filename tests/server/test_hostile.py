@@ -59,14 +59,28 @@ async def test_idle_sockets_count_from_accept_and_a_client_still_gets_in(make_se
     idle = []
     for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"):
         idle += await _open_idle(port, 25, source)
-    # at the cap, each new socket pushes out the oldest one that never sent its request
-    for reader, _ in idle[:60]:
-        assert await _closed_by_server(reader) == b""
+    # at the cap, each new socket pushes out one that never sent its request
+    closing = [asyncio.ensure_future(_closed_by_server(reader)) for reader, _ in idle]
+    await _until_done(closing, 60)
     async with connect(ws_url(server), open_timeout=10) as ws:
         assert (await Client(ws).request("get_status"))["type"] == "status"
-    assert server.counters.connections_rejected["idle_evicted"] >= 61
+    await _until_done(closing, 61)  # the client's own socket made room too
+    assert server.counters.connections_rejected["idle_evicted"] == 61
+    for task in closing:
+        task.cancel()
     for _, writer in idle:
         writer.close()
+
+
+async def _until_done(tasks: list[asyncio.Future[Any]], count: int) -> None:
+    """Until `count` of the sockets were closed by the server (a read timing out is not that)."""
+
+    def closed() -> int:
+        return sum(t.done() and not t.cancelled() and t.exception() is None for t in tasks)
+
+    async with asyncio.timeout(4):  # under _closed_by_server's own 5 s
+        while closed() < count:
+            await asyncio.wait([t for t in tasks if not t.done()], return_when="FIRST_COMPLETED")
 
 
 async def test_one_address_is_capped_and_another_address_is_not(make_server: Any) -> None:
@@ -81,6 +95,30 @@ async def test_one_address_is_capped_and_another_address_is_not(make_server: Any
     assert (await _closed_by_server(other[0][0])).startswith(b"HTTP/1.1 200")
     for _, writer in idle + other:
         writer.close()
+
+
+async def test_metrics_list_every_reason_for_a_refusal(make_server: Any) -> None:
+    server: WiloServer = await make_server(max_connections_per_address=2)
+    port = server.port or 0
+    idle = await _open_idle(port, 3)
+    assert (await _closed_by_server(idle[2][0])).startswith(b"HTTP/1.1 503")
+    for _, writer in idle:
+        writer.close()
+        await writer.wait_closed()
+    origin: Any = "http://evil.example"
+    for _ in range(50):  # until the server has seen the two closes
+        try:
+            async with connect(ws_url(server), origin=origin):
+                pass
+        except InvalidStatus as refused:
+            if refused.response.status_code == 403:
+                break
+        await asyncio.sleep(0.02)
+    # two reasons: sorting the (labels, value) pairs compared dicts and /metrics answered 500
+    status, _, body = await http_get(port, "/metrics")
+    assert status == 200
+    assert b'rejected_total{reason="max_connections_per_address"} 1' in body
+    assert b'rejected_total{reason="origin"} 1' in body
 
 
 # --- 3. with a token, strangers cannot take every slot ---------------------------------------

@@ -49,6 +49,7 @@ log = logging.getLogger("wilo_backend.server")
 # exports, the sampler's pipes and shared memory, the journal socket, libraries (~40 in use).
 STORE_RESERVED_FDS: Final = 256
 EARLY_FRAME_FRACTION: Final = 0.8
+LISTEN_BACKLOG: Final = 1024
 # Commands that read files or build large replies: they run on the bounded worker pool (reply
 # encoding included) so that cheap commands, pushes, live frames and handshakes keep the loop.
 EXPENSIVE_COMMANDS: Final = frozenset({"get_csv_data", "get_folder_structure", "get_recent_data"})
@@ -140,7 +141,7 @@ class _Connection(ServerConnection):
     async def handshake(self, *args: Any, **kwargs: Any) -> None:
         # A client error (closed early, malformed request, bad WebSocket headers) is already
         # answered and logged in one line: websockets would log a traceback at ERROR for it.
-        with contextlib.suppress(InvalidHandshake):
+        with contextlib.suppress(InvalidHandshake, ConnectionClosed):
             await super().handshake(*args, **kwargs)
 
 
@@ -258,6 +259,9 @@ class WiloServer:
             compression=None,
             open_timeout=None,
             max_queue=16,
+            # asyncio's default of 100 pending connections: a flood of connects filled it and a
+            # real client's SYN was dropped, costing it the kernel's 1 s retransmission
+            backlog=LISTEN_BACKLOG,
         )
         # The store's rings and index are built by now and live as long as the process:
         # moving them out of the collector's generations keeps full collections (tens of ms
@@ -506,7 +510,13 @@ class WiloServer:
     async def _process_request(
         self, connection: ServerConnection, request: Request
     ) -> Response | None:
-        response = await self._route(connection, request)
+        try:
+            response = await self._route(connection, request)
+        except Exception:
+            # our bug, not the client's: a traceback, but never one per request of a flood
+            if self._log_limiter.allow("route_failed", self._clock())[0]:
+                log.exception("HTTP request for %s failed", _short(request.path))
+            return _text_response(http.HTTPStatus.INTERNAL_SERVER_ERROR, "internal error\n")
         if response is not None and getattr(connection, "head_request", False):
             return replace(response, body=b"")  # Content-Length stays that of the GET
         return response

@@ -54,16 +54,17 @@ class Admission(Generic[Conn]):
 class ConnectionGate(Generic[Conn]):
     """Counts every accepted socket against a global and a per-address cap from accept on.
 
-    At the global cap the oldest connection that has not yet sent its HTTP request makes room:
-    idle sockets can then only ever delay a real client by one request's time, never lock it out.
+    At the global cap a connection that has not yet sent its HTTP request makes room: the oldest
+    one of the address holding the most sockets. Idle sockets then cannot lock a real client out,
+    and a client with one or two sockets is not the one pushed out by a flood from elsewhere.
     """
 
     max_connections: int
     max_per_address: int
     _address_of: dict[Conn, str] = field(default_factory=dict)
     _per_address: dict[str, int] = field(default_factory=dict)
-    # connections without their request yet, oldest first
-    _waiting: OrderedDict[Conn, None] = field(default_factory=OrderedDict)
+    # connections without their request yet, per address, oldest first
+    _waiting: dict[str, OrderedDict[Conn, None]] = field(default_factory=dict)
 
     @property
     def open_count(self) -> int:
@@ -71,7 +72,7 @@ class ConnectionGate(Generic[Conn]):
 
     @property
     def waiting_count(self) -> int:
-        return len(self._waiting)
+        return sum(len(waiting) for waiting in self._waiting.values())
 
     def admit(self, conn: Conn, address: str) -> Admission[Conn]:
         if self._per_address.get(address, 0) >= self.max_per_address:
@@ -80,22 +81,35 @@ class ConnectionGate(Generic[Conn]):
         if len(self._address_of) >= self.max_connections:
             if not self._waiting:
                 return Admission(refused="max_connections")
-            evict = next(iter(self._waiting))
+            evict = self._eviction_candidate()
             self.release(evict)
         self._address_of[conn] = address
         self._per_address[address] = self._per_address.get(address, 0) + 1
-        self._waiting[conn] = None
+        self._waiting.setdefault(address, OrderedDict())[conn] = None
         return Admission(evict=evict)
 
+    def _eviction_candidate(self) -> Conn:
+        heaviest = max(self._waiting, key=lambda address: self._per_address[address])
+        return next(iter(self._waiting[heaviest]))
+
     def request_arrived(self, conn: Conn) -> None:
-        self._waiting.pop(conn, None)
+        address = self._address_of.get(conn)
+        if address is not None:
+            self._forget_waiting(address, conn)
+
+    def _forget_waiting(self, address: str, conn: Conn) -> None:
+        waiting = self._waiting.get(address)
+        if waiting is not None:
+            waiting.pop(conn, None)
+            if not waiting:
+                del self._waiting[address]
 
     def release(self, conn: Conn) -> None:
         """Forget a connection (closed or evicted); a second call is harmless."""
         address = self._address_of.pop(conn, None)
-        self._waiting.pop(conn, None)
         if address is None:
             return
+        self._forget_waiting(address, conn)
         left = self._per_address[address] - 1
         if left:
             self._per_address[address] = left

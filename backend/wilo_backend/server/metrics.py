@@ -156,7 +156,9 @@ def _server(out: _Writer, counters: ServerCounters) -> None:
         "wilo_ws_connections_rejected_total",
         "counter",
         "Connections refused, by reason.",
-        sorted(({"reason": k}, v) for k, v in counters.connections_rejected.items()),
+        # sorted by reason: sorting the (labels, value) pairs compared dicts and raised
+        # TypeError as soon as a second reason was counted
+        [({"reason": k}, v) for k, v in sorted(counters.connections_rejected.items())],
     )
     out.one("wilo_ws_requests_total", "counter", "Requests received.", counters.requests_total)
     out.one(

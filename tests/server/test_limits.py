@@ -1,0 +1,70 @@
+"""Hostile-network bookkeeping without sockets: connection gate, token lockout, log rate."""
+
+from __future__ import annotations
+
+import pytest
+
+from wilo_backend.server.limits import AuthThrottle, ConnectionGate, LogLimiter, valid_host
+
+
+def test_the_gate_caps_each_address_and_evicts_from_the_heaviest() -> None:
+    gate: ConnectionGate[str] = ConnectionGate(max_connections=4, max_per_address=3)
+    for name in ("a1", "a2", "a3"):
+        assert gate.admit(name, "10.0.0.1").refused is None
+    assert gate.admit("a4", "10.0.0.1").refused == "max_connections_per_address"
+    assert gate.admit("b1", "10.0.0.2").evict is None
+    gate.request_arrived("b1")  # b1 is a real client now, never evicted
+    # at the cap: the newcomer pushes out the oldest waiting socket of the busiest address
+    admission = gate.admit("c1", "10.0.0.3")
+    assert admission.refused is None and admission.evict == "a1"
+    assert gate.open_count == 4 and gate.waiting_count == 3
+    gate.request_arrived("a2")
+    gate.request_arrived("a3")
+    gate.request_arrived("c1")
+    assert gate.admit("d1", "10.0.0.4").refused == "max_connections"
+    gate.release("a2")
+    gate.release("a2")  # a second release (evicted, then closed) changes nothing
+    assert gate.open_count == 3
+    assert gate.admit("a5", "10.0.0.1").refused is None
+
+
+def test_wrong_tokens_lock_an_address_out_for_the_window() -> None:
+    throttle = AuthThrottle(max_failures=3, window_seconds=60.0)
+    for t in (0.0, 1.0, 2.0):
+        assert throttle.locked_for("10.0.0.1", t) == 0.0
+        throttle.failed("10.0.0.1", t)
+    assert throttle.locked_for("10.0.0.1", 3.0) == pytest.approx(57.0)
+    assert throttle.locked_for("10.0.0.2", 3.0) == 0.0
+    assert throttle.locked_for("10.0.0.1", 60.5) == 0.0  # the first failure has aged out
+
+
+def test_the_throttle_forgets_the_oldest_address_beyond_its_table() -> None:
+    throttle = AuthThrottle(max_failures=1)
+    for k in range(5000):
+        throttle.failed(f"10.{k // 65536}.{k // 256 % 256}.{k % 256}", 0.0)
+    assert len(throttle._failures) <= 4096
+
+
+def test_log_lines_are_limited_per_kind_and_count_the_rest() -> None:
+    limiter = LogLimiter(burst=2, window_seconds=60.0)
+    assert [limiter.allow("bad", t)[0] for t in (0.0, 1.0, 2.0, 3.0)] == [True, True, False, False]
+    assert limiter.allow("other", 3.0) == (True, 0)
+    assert limiter.allow("bad", 61.0) == (True, 2)  # the next line says how many were left out
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("pump-7.plant:8765", True),
+        ("10.0.0.2", True),
+        ("[fe80::1]:80", True),
+        ("", False),
+        ("a b", False),
+        ("evil/x", False),
+        ("u@h", False),
+        ("h:port", False),
+        ("-bad.example", False),
+    ],
+)
+def test_valid_host(host: str, ok: bool) -> None:
+    assert valid_host(host) is ok
