@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -213,7 +214,8 @@ def _attacker_main(argv: list[str]) -> int:
         await ATTACKS[args.attack](args.port, deadline, args.count, args.subnet, counts)
 
     asyncio.run(main())
-    print(json.dumps(counts), flush=True)
+    with contextlib.suppress(BrokenPipeError):
+        print(json.dumps(counts), flush=True)
     return 0
 
 
@@ -235,19 +237,21 @@ async def _probe(port: int, seconds: float) -> Probe:
     deadline = time.monotonic() + seconds
 
     async def status_loop() -> None:
-        async with connect(url, additional_headers=headers, open_timeout=10) as ws:
-            k = 0
-            while time.monotonic() < deadline:
-                k += 1
-                started = time.perf_counter()
-                await ws.send(json.dumps({"command": "get_status", "request_id": k}))
-                try:
-                    async with asyncio.timeout(10):
-                        while json.loads(await ws.recv()).get("request_id") != k:
-                            pass
-                    probe.status_ms.append((time.perf_counter() - started) * 1000)
-                except TimeoutError:
-                    probe.failures += 1
+        k = 0
+        while time.monotonic() < deadline:
+            try:
+                async with connect(url, additional_headers=headers, open_timeout=10) as ws:
+                    while time.monotonic() < deadline:
+                        k += 1
+                        started = time.perf_counter()
+                        await ws.send(json.dumps({"command": "get_status", "request_id": k}))
+                        async with asyncio.timeout(10):
+                            while json.loads(await ws.recv()).get("request_id") != k:
+                                pass
+                        probe.status_ms.append((time.perf_counter() - started) * 1000)
+                        await asyncio.sleep(0.05)
+            except (OSError, WebSocketException, TimeoutError):
+                probe.failures += 1
                 await asyncio.sleep(0.05)
 
     async def handshake_loop() -> None:

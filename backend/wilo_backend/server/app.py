@@ -731,7 +731,7 @@ class WiloServer:
                 finally:
                     client.pending -= 1
                 if reply is not None:
-                    await client.connection.send(reply)
+                    await client.connection.send(reply, text=True)
 
     async def _write_pushes(self, client: _Client) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -741,7 +741,7 @@ class WiloServer:
                 if text.startswith('{"type":"live_data"'):
                     self._counters.live_frames_sent_total += 1
 
-    async def _respond(self, client: _Client, request: protocol.Request) -> str | None:
+    async def _respond(self, client: _Client, request: protocol.Request) -> str | bytes | None:
         """The encoded reply to one request, or None when it comes later (an export)."""
         rid = request.request_id
         if protocol.needs_token(
@@ -776,7 +776,7 @@ class WiloServer:
             self._counters.request_errors_total += 1
             log.exception("%s failed", request.command)
             return protocol.encode(protocol.error_message(f"{request.command} failed: {exc}", rid))
-        return reply if reply is None or isinstance(reply, str) else protocol.encode(reply)
+        return reply if reply is None or isinstance(reply, str | bytes) else protocol.encode(reply)
 
     def _rate_limited(self, request_id: protocol.RequestId | None) -> dict[str, Any]:
         self._counters.rate_limited_total += 1
@@ -787,7 +787,7 @@ class WiloServer:
 
     async def _execute(
         self, client: _Client, request: protocol.Request
-    ) -> dict[str, Any] | str | None:
+    ) -> dict[str, Any] | str | bytes | None:
         rid = request.request_id
         if request.command == "subscribe_live":
             sub = self._hub.subscribe(client.outbox, request.max_rate_hz)
@@ -810,7 +810,11 @@ class WiloServer:
             # who stopped collection, and when: the journal must be able to tell
             log.info("%s requested by %s", request.command, _peer(client.connection))
         if request.command in self._expensive:
-            return await self._pool.run(lambda: protocol.encode(self._dispatcher.handle(request)))
+            # encoded on the worker too, as the UTF-8 bytes of the text frame: a 100,000-point
+            # reply is megabytes, and decoding and re-encoding it would cost the loop
+            return await self._pool.run(
+                lambda: protocol.encode_bytes(self._dispatcher.handle(request))
+            )
         reply = self._dispatcher.handle(request)
         if request.command in CONTROL_COMMANDS:
             self.notify_status(exclude=client)

@@ -248,6 +248,11 @@ def encode(msg: Mapping[str, Any]) -> str:
     return orjson.dumps(msg, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def encode_bytes(msg: Mapping[str, Any]) -> bytes:
+    """encode() as UTF-8 bytes, for large replies sent as text frames without another copy."""
+    return orjson.dumps(msg, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
 class Dispatcher:
     """Answers the commands that are a plain call into the store or the service."""
 
