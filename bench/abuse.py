@@ -99,35 +99,54 @@ async def _slots(port: int, deadline: float, count: int, subnet: int, counts: di
     await asyncio.gather(*(one(k) for k in range(count)), return_exceptions=True)
 
 
+def _text_frame(payload: bytes) -> bytes:
+    """A client's masked text frame with an all-zero mask (the payload goes as it is)."""
+    if len(payload) < 126:
+        return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
+    return bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big") + b"\0\0\0\0" + payload
+
+
+HANDSHAKE = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
 async def _expensive(port: int, deadline: float, count: int, subnet: int, counts: dict[str, int]):
-    """`count` clients each sending get_recent_data (100,000 points) 60 times a second."""
-    frame = json.dumps({"command": "get_recent_data", "max_points": 100_000})
+    """`count` clients each sending get_recent_data (100,000 points) 60 times a second.
+
+    A hand-made WebSocket client that reads and drops the replies' bytes unparsed: a real
+    client decoding megabytes of JSON would spend this shared machine's CPU on the attacker.
+    """
+    frame = _text_frame(json.dumps({"command": "get_recent_data", "max_points": 100_000}).encode())
 
     async def one(k: int) -> None:
         source = f"127.0.{subnet}.{1 + k % 10}"
 
         async def flood() -> None:
-            async with connect(
-                f"ws://127.0.0.1:{port}/", local_addr=(source, 0), max_size=2**28
-            ) as ws:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, local_addr=(source, 0)
+            )
+            writer.write(HANDSHAKE)
+            if not (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101"):
+                writer.close()
+                await asyncio.sleep(1.0)
+                return
 
-                async def send() -> None:
-                    while time.monotonic() < deadline:
-                        await ws.send(frame)
-                        counts["requests"] += 1
-                        await asyncio.sleep(1 / 60)
+            async def send() -> None:
+                while time.monotonic() < deadline:
+                    writer.write(frame)
+                    counts["requests"] += 1
+                    await asyncio.sleep(1 / 60)
 
-                sender = asyncio.create_task(send())
-                try:
-                    async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
-                        async for message in ws:
-                            head = message[:40]
-                            key = "busy" if "busy" in head else "rate" if "rate" in head else None
-                            if key is None:
-                                key = "recent_data" if "recent_data" in head else "other"
-                            counts[key] = counts.get(key, 0) + 1
-                finally:
-                    sender.cancel()
+            sender = asyncio.create_task(send())
+            try:
+                async with asyncio.timeout(max(0.01, deadline - time.monotonic())):
+                    while chunk := await reader.read(1 << 20):
+                        counts["reply_bytes"] = counts.get("reply_bytes", 0) + len(chunk)
+            finally:
+                sender.cancel()
+                writer.close()
 
         await _until(deadline, flood)
 
@@ -322,10 +341,10 @@ PHASES = [
 ]
 
 
-def _start_service(base: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+def _start_service(base: Path, server_keys: str = "") -> tuple[subprocess.Popen[bytes], int, Path]:
     config = base / "config.toml"
     config.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = 0\nauth_token = "{TOKEN}"\n'
+        f'[server]\nhost = "127.0.0.1"\nport = 0\nauth_token = "{TOKEN}"\n{server_keys}'
         f'[storage]\ndata_dir = "{base / "data"}"\n'
         '[sensor]\ndriver = "sim"\n'
     )
@@ -416,6 +435,13 @@ def _run_phase(phase: Phase, port: int, pid: int, log_path: Path, seconds: float
     lost = after.get("wilo_samples_lost_total", 0) - before.get("wilo_samples_lost_total", 0)
     samples = after.get("wilo_samples_total", 0) - before.get("wilo_samples_total", 0)
     requests = counts.get("requests", 0)
+    for name, label in (
+        ("wilo_ws_busy_total", "busy"),
+        ("wilo_ws_rate_limited_total", "rate limited"),
+    ):
+        delta = int(after.get(name, 0) - before.get(name, 0))
+        if delta:
+            counts[f"server {label}"] = delta
     status = np.array(probe.status_ms) if probe.status_ms else np.array([np.nan])
     hand = np.array(probe.handshake_ms) if probe.handshake_ms else np.array([np.nan])
     per_request = f"{log_bytes / requests:.1f}" if requests else "—"
