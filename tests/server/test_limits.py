@@ -28,6 +28,17 @@ def test_the_gate_caps_each_address_and_evicts_from_the_heaviest() -> None:
     assert gate.admit("a5", "10.0.0.1").refused is None
 
 
+def test_the_gate_evicts_from_the_address_with_the_most_waiting_sockets() -> None:
+    gate: ConnectionGate[str] = ConnectionGate(max_connections=7, max_per_address=7)
+    for name in ("op1", "op2", "op3", "op4"):  # an operator's four live WebSockets
+        gate.admit(name, "10.0.0.1")
+        gate.request_arrived(name)
+    gate.admit("op5", "10.0.0.1")  # and a fifth, its request not read yet
+    gate.admit("x1", "10.0.0.9")
+    gate.admit("x2", "10.0.0.9")  # two idle sockets: the most waiting, fewer in all
+    assert gate.admit("x3", "10.0.0.9").evict == "x1"
+
+
 def test_wrong_tokens_lock_an_address_out_for_the_window() -> None:
     throttle = AuthThrottle(max_failures=3, window_seconds=60.0)
     for t in (0.0, 1.0, 2.0):

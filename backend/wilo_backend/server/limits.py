@@ -55,7 +55,7 @@ class ConnectionGate(Generic[Conn]):
     """Counts every accepted socket against a global and a per-address cap from accept on.
 
     At the global cap a connection that has not yet sent its HTTP request makes room: the oldest
-    one of the address holding the most sockets. Idle sockets then cannot lock a real client out,
+    one of the address with the most such sockets. Idle sockets then cannot lock a real client out,
     and a client with one or two sockets is not the one pushed out by a flood from elsewhere.
     """
 
@@ -89,7 +89,9 @@ class ConnectionGate(Generic[Conn]):
         return Admission(evict=evict)
 
     def _eviction_candidate(self) -> Conn:
-        heaviest = max(self._waiting, key=lambda address: self._per_address[address])
+        # by sockets still waiting, not by all: an operator with 50 live WebSockets and one
+        # new connection is not the idle-socket hoarder
+        heaviest = max(self._waiting, key=lambda address: len(self._waiting[address]))
         return next(iter(self._waiting[heaviest]))
 
     def request_arrived(self, conn: Conn) -> None:
