@@ -2,7 +2,8 @@
 
 Runs `wilo-backend run --sensor sim` (fsync on) with its data on a small ext4 filesystem this
 script mounts (a loop image; plain folder when not root), 50 live subscribers, readers, request
-floods, malformed frames and exports, while it injects I2C error bursts, bus stalls that overflow
+floods, malformed frames, exports, 500 idle sockets and a flood of expensive requests (the
+attackers of bench/abuse.py), while it injects I2C error bursts, bus stalls that overflow
 the FIFO, a vanished sensor (all through `sensor.sim.fault_file`, see sensor/faults.py),
 SIGKILL + restart, a disk-full window (a ballast file) and a wall-clock step (the fault file's
 `wall_offset_seconds`: the machine's clock is never touched). Then it reads every CSV back and
@@ -98,6 +99,8 @@ class Tally:
     flood_answered: int = 0
     malformed_ok: int = 0
     malformed_bad: list[str] = dataclasses.field(default_factory=list)
+    # issue 14's attackers, run beside the load: their own counts (bench/abuse.py)
+    attackers: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     oversize_1009: int = 0
     exports_ok: int = 0
     exports_failed: list[tuple[float, str]] = dataclasses.field(default_factory=list)
@@ -569,10 +572,35 @@ class Soak:
 
     # ------------------------------------------------------------------ the run
 
+    def start_attackers(self) -> list[tuple[str, subprocess.Popen[str]]]:
+        """An idle-socket and an expensive-request attacker (bench/abuse.py) for the whole run,
+        from their own loopback addresses; they reconnect across kills and restarts."""
+        seconds = max(1.0, self.started + self.total_s - now())
+        attackers = []
+        for name, count, subnet in (("idle", 500, 61), ("expensive", 10, 62)):
+            command = [str(PYTHON), "-m", "bench.abuse", "--attack", name, "--port", str(self.port)]
+            command += ["--seconds", f"{seconds:.0f}", "--count", str(count)]
+            command += ["--subnet", str(subnet)]
+            attackers.append(
+                (name, subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True))
+            )
+        return attackers
+
+    def collect_attackers(self, attackers: list[tuple[str, subprocess.Popen[str]]]) -> None:
+        for name, process in attackers:
+            try:
+                out, _ = process.communicate(timeout=60)
+                self.tally.attackers[name] = json.loads(out.strip().splitlines()[-1])
+            except (subprocess.TimeoutExpired, ValueError, IndexError):
+                process.kill()
+                process.wait()
+                self.tally.attackers[name] = {}
+
     async def run(self) -> None:
         self.started = now()
         events = self.schedule()
         await self.wait_ready(self.launch())
+        attackers = self.start_attackers()
         short = not self.long
         disk_window = Window("disk_full", 0.0, 0.0)
         tasks = [asyncio.create_task(self.subscriber(n)) for n in range(SUBSCRIBERS)]
@@ -617,6 +645,7 @@ class Soak:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self.collect_attackers, attackers)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -1053,6 +1082,15 @@ def analyse(soak: Soak) -> tuple[str, bool]:
         f"- floods: {ty.flood_limited} rate-limited, {ty.flood_answered} answered, connection kept",
         f"- malformed frames answered with an error: {ty.malformed_ok}; oversized frames closed "
         f"with 1009: {ty.oversize_1009}; problems: {ty.malformed_bad[:3] or 'none'}",
+        "- attackers (bench/abuse.py, from 127.0.61.x and 127.0.62.x): 500 idle sockets that "
+        "reconnect 1 s after a drop: "
+        f"{ty.attackers.get('idle', {}).get('requests', 0):,} connections; 10 clients sending "
+        "get_recent_data (100,000 points) 60 times a second: "
+        f"{ty.attackers.get('expensive', {}).get('requests', 0):,} requests, "
+        f"{ty.attackers.get('expensive', {}).get('reply_bytes', 0) / 2**20:,.0f} MiB of replies; "
+        "server-side busy / rate limited: "
+        f"{sum(int(i.metrics.get('wilo_ws_busy_total', 0)) for i in incs):,} / "
+        f"{sum(int(i.metrics.get('wilo_ws_rate_limited_total', 0)) for i in incs):,}",
         f"- exports downloaded and verified (CRC): {ty.exports_ok} "
         f"({ty.export_bytes / 2**20:.0f} MiB); refused/failed: {len(ty.exports_failed)}"
         + (f" ({failed_exports})" if failed_exports else ""),

@@ -360,6 +360,11 @@ async def test_head_is_answered_without_a_body_and_unknown_paths_are_nosniff(
     assert f"Content-Length: {len(get_body)}".encode() in head
     status, headers, _ = await http_get(port, "/<script>alert(1)</script>")
     assert status == 404 and headers["x-content-type-options"] == "nosniff"
+    export = await _raw_websocket_command(port, b"127.0.0.1", "export_all_csv_zip")
+    path = ("/exports/" + export["download_url"].split("/exports/", 1)[1]).encode()
+    answer = await _raw_exchange(port, b"HEAD " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"application/zip" in head and body == b""
 
 
 async def _raw_websocket_command(port: int, host: bytes, command: str) -> dict[str, Any]:

@@ -661,8 +661,9 @@ class WiloServer:
             )
             transport.write(head.encode("latin-1"))
             try:
-                await asyncio.get_running_loop().sendfile(transport, file, 0, size)
-                self._counters.downloads_total += 1
+                if not getattr(connection, "head_request", False):
+                    await asyncio.get_running_loop().sendfile(transport, file, 0, size)
+                    self._counters.downloads_total += 1
             except (OSError, RuntimeError) as exc:
                 log.info("export download of %s cut short: %s", filename, exc)
                 transport.abort()
