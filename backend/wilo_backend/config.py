@@ -174,8 +174,9 @@ class ServerConfig:
     max_connections: int = _setting(
         512, _between(8, 60_000), "TCP connections open at once (WebSocket + HTTP + unfinished)"
     )
+    # = max_clients: one host (a control-room PC, a reverse proxy on the Pi) may use every slot
     max_connections_per_address: int = _setting(
-        32, _between(1, 60_000), "TCP connections open at once from one client address"
+        64, _between(1, 60_000), "TCP connections open at once from one client address"
     )
     request_timeout_seconds: float = _setting(
         3.0, _between(0.1, 60.0), "a connection that has not sent its HTTP request is dropped, s"

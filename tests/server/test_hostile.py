@@ -13,11 +13,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from wilo_backend.config import ServerConfig
 from wilo_backend.server.app import WiloServer
 from wilo_backend.server.limits import open_listener_warning
 from wilo_backend.store.store import Store
 
-from .conftest import Client, Control, http_get, ws_url
+from .conftest import Client, Control, FakeMonotonic, http_get, ws_url
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -51,25 +52,37 @@ async def _raw_exchange(port: int, request: bytes) -> bytes:
 # --- 1. descriptors: every socket counts from accept -----------------------------------------
 
 
-async def test_idle_sockets_count_from_accept_and_a_client_still_gets_in(make_server: Any) -> None:
-    server: WiloServer = await make_server(
-        max_connections=40, max_connections_per_address=30, request_timeout_seconds=30
+async def test_idle_sockets_count_from_accept_and_a_client_still_gets_in(
+    store: Store, control: Control
+) -> None:
+    clock = FakeMonotonic()
+    config = ServerConfig(
+        host="127.0.0.1", port=0, max_connections=40, max_connections_per_address=20
     )
-    port = server.port or 0
-    idle = []
-    for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"):
-        idle += await _open_idle(port, 25, source)
-    # at the cap, each new socket pushes out one that never sent its request
-    closing = [asyncio.ensure_future(_closed_by_server(reader)) for reader, _ in idle]
-    await _until_done(closing, 60)
-    async with connect(ws_url(server), open_timeout=10) as ws:
-        assert (await Client(ws).request("get_status"))["type"] == "status"
-    await _until_done(closing, 61)  # the client's own socket made room too
-    assert server.counters.connections_rejected["idle_evicted"] == 61
-    for task in closing:
-        task.cancel()
-    for _, writer in idle:
-        writer.close()
+    server = WiloServer(config, store, control, clock=clock)
+    port = await server.start()
+    try:
+        idle = []
+        for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"):
+            idle += await _open_idle(port, 10, source)
+        # every socket counts from accept: at the cap, with none waiting long, a newcomer is refused
+        late = await _open_idle(port, 10, "127.0.0.6")
+        for reader, _ in late:
+            answer = await _closed_by_server(reader)
+            assert answer.startswith(b"HTTP/1.1 503") and b"server.max_connections " in answer
+        clock.now += 2.0  # the idle ones have now waited past the eviction age
+        closing = [asyncio.ensure_future(_closed_by_server(reader)) for reader, _ in idle]
+        async with connect(ws_url(server), open_timeout=10) as ws:
+            assert (await Client(ws).request("get_status"))["type"] == "status"
+        await _until_done(closing, 1)  # one idle socket made room for the client
+        assert server.counters.connections_rejected["idle_evicted"] == 1
+        assert server.counters.connections_rejected["max_connections"] == 10
+        for task in closing:
+            task.cancel()
+        for _, writer in idle + late:
+            writer.close()
+    finally:
+        await server.stop()
 
 
 async def _until_done(tasks: list[asyncio.Future[Any]], count: int) -> None:

@@ -7,36 +7,38 @@ import pytest
 from wilo_backend.server.limits import AuthThrottle, ConnectionGate, LogLimiter, valid_host
 
 
-def test_the_gate_caps_each_address_and_evicts_from_the_heaviest() -> None:
-    gate: ConnectionGate[str] = ConnectionGate(max_connections=4, max_per_address=3)
+def test_the_gate_caps_each_address_and_evicts_an_old_waiting_socket() -> None:
+    gate: ConnectionGate[str] = ConnectionGate(
+        max_connections=4, max_per_address=3, evictable_after_seconds=1.0
+    )
     for name in ("a1", "a2", "a3"):
-        assert gate.admit(name, "10.0.0.1").refused is None
-    assert gate.admit("a4", "10.0.0.1").refused == "max_connections_per_address"
-    assert gate.admit("b1", "10.0.0.2").evict is None
+        assert gate.admit(name, "10.0.0.1", 0.0).refused is None
+    assert gate.admit("a4", "10.0.0.1", 0.0).refused == "max_connections_per_address"
+    assert gate.admit("b1", "10.0.0.2", 0.0).evict is None
     gate.request_arrived("b1")  # b1 is a real client now, never evicted
-    # at the cap: the newcomer pushes out the oldest waiting socket of the busiest address
-    admission = gate.admit("c1", "10.0.0.3")
+    # at the cap, sockets waiting less than a second are not pushed out: refused instead
+    assert gate.admit("c1", "10.0.0.3", 0.5).refused == "max_connections"
+    admission = gate.admit("c1", "10.0.0.3", 1.5)
     assert admission.refused is None and admission.evict == "a1"
     assert gate.open_count == 4 and gate.waiting_count == 3
     gate.request_arrived("a2")
     gate.request_arrived("a3")
-    gate.request_arrived("c1")
-    assert gate.admit("d1", "10.0.0.4").refused == "max_connections"
+    assert gate.admit("d1", "10.0.0.4", 2.0).refused == "max_connections"  # c1 is young
     gate.release("a2")
     gate.release("a2")  # a second release (evicted, then closed) changes nothing
     assert gate.open_count == 3
-    assert gate.admit("a5", "10.0.0.1").refused is None
+    assert gate.admit("a5", "10.0.0.1", 2.0).refused is None
 
 
 def test_the_gate_evicts_from_the_address_with_the_most_waiting_sockets() -> None:
     gate: ConnectionGate[str] = ConnectionGate(max_connections=7, max_per_address=7)
     for name in ("op1", "op2", "op3", "op4"):  # an operator's four live WebSockets
-        gate.admit(name, "10.0.0.1")
+        gate.admit(name, "10.0.0.1", 0.0)
         gate.request_arrived(name)
-    gate.admit("op5", "10.0.0.1")  # and a fifth, its request not read yet
-    gate.admit("x1", "10.0.0.9")
-    gate.admit("x2", "10.0.0.9")  # two idle sockets: the most waiting, fewer in all
-    assert gate.admit("x3", "10.0.0.9").evict == "x1"
+    gate.admit("op5", "10.0.0.1", 0.0)  # and a fifth, its request not read yet
+    gate.admit("x1", "10.0.0.9", 0.5)
+    gate.admit("x2", "10.0.0.9", 0.5)  # two idle sockets: the most waiting, fewer in all
+    assert gate.admit("x3", "10.0.0.9", 5.0).evict == "x1"
 
 
 def test_wrong_tokens_lock_an_address_out_for_the_window() -> None:

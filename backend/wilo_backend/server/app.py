@@ -228,8 +228,12 @@ class WiloServer:
         self._counters = ServerCounters()
         self._clients: set[_Client] = set()
         self._admitted: set[ServerConnection] = set()
+        # a live client sends its request as soon as the loop reads its socket: a third of the
+        # request timeout (1 s by default) is far beyond that, even on a loaded machine
         self._gate: ConnectionGate[_Connection] = ConnectionGate(
-            config.max_connections, config.max_connections_per_address
+            config.max_connections,
+            config.max_connections_per_address,
+            config.request_timeout_seconds / 3,
         )
         self._auth_throttle = AuthThrottle(config.max_auth_failures_per_minute)
         self._log_limiter = LogLimiter()
@@ -258,7 +262,7 @@ class WiloServer:
 
     async def start(self) -> int:
         """Bind config.host:config.port; returns the bound port (an ephemeral one for port 0)."""
-        self._reserve_descriptors()
+        backlog = self._reserve_descriptors()
         _shorten_gil_switch_interval()
         self._warn_if_open()
         connection_class = type("_BoundConnection", (_Connection,), {"owner": self})
@@ -275,7 +279,7 @@ class WiloServer:
             max_queue=16,
             # asyncio's default of 100 pending connections: a flood of connects filled it and a
             # real client's SYN was dropped, costing it the kernel's 1 s retransmission
-            backlog=LISTEN_BACKLOG,
+            backlog=backlog,
         )
         # The store's rings and index are built by now and live as long as the process:
         # moving them out of the collector's generations keeps full collections (tens of ms
@@ -303,28 +307,34 @@ class WiloServer:
         self._pool.shutdown()
         self._export_pool.shutdown()
 
-    def _reserve_descriptors(self) -> None:
-        """Raise the soft descriptor limit to the hard one and keep STORE_RESERVED_FDS of it
-        out of the connection cap: sockets can then never take the store's descriptors."""
+    def _reserve_descriptors(self) -> int:
+        """Raise the soft descriptor limit to the hard one; keep STORE_RESERVED_FDS of it and
+        the listen backlog out of the connection cap. Returns the backlog to listen with.
+
+        asyncio accepts up to a backlog of connections in one go before any of them reaches the
+        gate: with a 1024 backlog under a 1024 limit, one burst of a flood took every
+        descriptor (tests/reliability/test_hostile_service.py)."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
             with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
                 soft = hard
         if soft == resource.RLIM_INFINITY:
-            return
-        room = max(8, soft - STORE_RESERVED_FDS)
+            return LISTEN_BACKLOG
+        backlog = min(LISTEN_BACKLOG, max(16, soft // 8))
+        room = max(8, soft - STORE_RESERVED_FDS - backlog)
         if self._gate.max_connections > room:
             log.warning(
                 "server.max_connections = %d does not fit the descriptor limit (%d, %d kept for "
-                "the store): at most %d connections at once",
+                "the store and the listen backlog): at most %d connections at once",
                 self._gate.max_connections,
                 soft,
-                STORE_RESERVED_FDS,
+                STORE_RESERVED_FDS + backlog,
                 room,
             )
             self._gate.max_connections = room
             self._gate.max_per_address = min(self._gate.max_per_address, room)
+        return backlog
 
     def _warn_if_open(self) -> None:
         warning = open_listener_warning(self._config.host, self._config.auth_token)
@@ -334,7 +344,7 @@ class WiloServer:
     # --- connection accounting (called by _Connection) -------------------------------------
 
     def accepted(self, connection: _Connection) -> None:
-        admission = self._gate.admit(connection, connection.peer)
+        admission = self._gate.admit(connection, connection.peer, self._clock())
         if admission.evict is not None:
             self._counters.reject("idle_evicted")
             admission.evict.transport.abort()

@@ -54,17 +54,20 @@ class Admission(Generic[Conn]):
 class ConnectionGate(Generic[Conn]):
     """Counts every accepted socket against a global and a per-address cap from accept on.
 
-    At the global cap a connection that has not yet sent its HTTP request makes room: the oldest
-    one of the address with the most such sockets. Idle sockets then cannot lock a real client out,
-    and a client with one or two sockets is not the one pushed out by a flood from elsewhere.
+    At the global cap a socket that has waited `evictable_after_seconds` without sending its
+    HTTP request makes room: the oldest one of the address with the most such sockets. Idle
+    sockets then cannot lock a real client out; a client's own socket, accepted in the same burst
+    as a flood and not read yet, is too young to be pushed out; and an operator with many live
+    WebSockets is not the one picked for a hoarder's idle sockets.
     """
 
     max_connections: int
     max_per_address: int
+    evictable_after_seconds: float = 1.0
     _address_of: dict[Conn, str] = field(default_factory=dict)
     _per_address: dict[str, int] = field(default_factory=dict)
-    # connections without their request yet, per address, oldest first
-    _waiting: dict[str, OrderedDict[Conn, None]] = field(default_factory=dict)
+    # connections without their request yet, per address, oldest first, with their accept time
+    _waiting: dict[str, OrderedDict[Conn, float]] = field(default_factory=dict)
 
     @property
     def open_count(self) -> int:
@@ -74,25 +77,30 @@ class ConnectionGate(Generic[Conn]):
     def waiting_count(self) -> int:
         return sum(len(waiting) for waiting in self._waiting.values())
 
-    def admit(self, conn: Conn, address: str) -> Admission[Conn]:
+    def admit(self, conn: Conn, address: str, now: float) -> Admission[Conn]:
         if self._per_address.get(address, 0) >= self.max_per_address:
             return Admission(refused="max_connections_per_address")
         evict: Conn | None = None
         if len(self._address_of) >= self.max_connections:
-            if not self._waiting:
+            evict = self._eviction_candidate(now)
+            if evict is None:
                 return Admission(refused="max_connections")
-            evict = self._eviction_candidate()
             self.release(evict)
         self._address_of[conn] = address
         self._per_address[address] = self._per_address.get(address, 0) + 1
-        self._waiting.setdefault(address, OrderedDict())[conn] = None
+        self._waiting.setdefault(address, OrderedDict())[conn] = now
         return Admission(evict=evict)
 
-    def _eviction_candidate(self) -> Conn:
-        # by sockets still waiting, not by all: an operator with 50 live WebSockets and one
-        # new connection is not the idle-socket hoarder
-        heaviest = max(self._waiting, key=lambda address: len(self._waiting[address]))
-        return next(iter(self._waiting[heaviest]))
+    def _eviction_candidate(self, now: float) -> Conn | None:
+        best: tuple[int, float, Conn] | None = None
+        for waiting in self._waiting.values():
+            conn, since = next(iter(waiting.items()))
+            if now - since < self.evictable_after_seconds:
+                continue
+            key = (len(waiting), now - since, conn)
+            if best is None or key[:2] > best[:2]:
+                best = key
+        return None if best is None else best[2]
 
     def request_arrived(self, conn: Conn) -> None:
         address = self._address_of.get(conn)
