@@ -987,6 +987,7 @@ def analyse(soak: Soak) -> tuple[str, bool]:
         f"`make soak SOAK_MINUTES={soak.minutes:g}` at {soak.revision}, "
         f"{started:%Y-%m-%d %H:%M} UTC, data on "
         f"{where}, fsync on; {SUBSCRIBERS} live subscribers, 3 readers, floods, malformed frames, "
+        "an idle-socket and an expensive-request attacker, "
         "exports.",
         "",
         "| check | result |",
