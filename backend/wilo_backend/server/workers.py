@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -38,8 +39,13 @@ class BoundedPool:
         future = self._executor.submit(job)
         # Released when the thread is done, not when the waiting task is: a cancelled request
         # whose job is already running still holds its place until the worker is free.
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        future.add_done_callback(lambda _: self._release_from_worker(loop))
         return await asyncio.wrap_future(future)
+
+    def _release_from_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        # a job that ends after the loop closed (service stopping) has nobody left to tell
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._release)
 
     def _release(self) -> None:
         self.in_flight -= 1
