@@ -208,20 +208,19 @@ class ServerConfig:
     )
 
     def __post_init__(self) -> None:
+        problems = []
         if self.max_connections_per_address > self.max_connections:
-            raise ConfigError(
-                [
-                    f"server.max_connections_per_address: {self.max_connections_per_address!r} "
-                    f"must not exceed server.max_connections ({self.max_connections!r})"
-                ]
+            problems.append(
+                f"server.max_connections_per_address: {self.max_connections_per_address!r} "
+                f"must not exceed server.max_connections ({self.max_connections!r})"
             )
         if self.reserved_authorized_clients >= self.max_clients:
-            raise ConfigError(
-                [
-                    f"server.reserved_authorized_clients: {self.reserved_authorized_clients!r} "
-                    f"must be below server.max_clients ({self.max_clients!r})"
-                ]
+            problems.append(
+                f"server.reserved_authorized_clients: {self.reserved_authorized_clients!r} "
+                f"must be below server.max_clients ({self.max_clients!r})"
             )
+        if problems:
+            raise ConfigError(problems)
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import resource
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import psutil
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .test_security import LISTENING, _ask
+from .test_security import _ask, _start
 
 IDLE_SOCKETS = 1500
 ATTACKER_ADDRESSES = 50  # 30 sockets each: under the per-address cap, so the global cap decides
@@ -24,35 +21,6 @@ DESCRIPTOR_LIMIT = 1024  # the soft limit a unit without LimitNOFILE gets
 
 def _limit_descriptors() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (DESCRIPTOR_LIMIT, DESCRIPTOR_LIMIT))
-
-
-def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], int, Path]:
-    config = tmp_path / "config.toml"
-    config.write_text(
-        '[server]\nhost = "127.0.0.1"\nport = 0\n'
-        f'[storage]\ndata_dir = "{tmp_path / "data"}"\nfsync = false\nsegment_seconds = 1\n'
-        '[sensor]\ndriver = "sim"\n[sampler]\ncpu = "none"\nrt_priority = 0\n'
-    )
-    log_path = tmp_path / "service.log"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("WILO_")}
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "wilo_backend.cli", "run", "--config", str(config)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=environ,
-            text=True,
-            preexec_fn=_limit_descriptors,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        match = LISTENING.search(log_path.read_text())
-        if match:
-            return process, int(match.group(1)), log_path
-        assert process.poll() is None, log_path.read_text()
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError("service did not start:\n" + log_path.read_text())
 
 
 def _samples(port: int) -> int:
@@ -75,7 +43,7 @@ def test_idle_sockets_cannot_take_the_stores_descriptors(tmp_path: Path) -> None
     wanted = IDLE_SOCKETS + 512
     if soft < wanted:  # the attacker's own sockets (root may raise the hard limit too)
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
-    process, port, log_path = _start(tmp_path)
+    process, port, log_path = _start(tmp_path, log_level="INFO", preexec_fn=_limit_descriptors)
     idle: list[socket.socket] = []
     try:
         before = _samples(port)

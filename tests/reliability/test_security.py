@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +44,17 @@ def _get(url: str) -> tuple[int, bytes, str]:
         return exc.code, exc.read(), ""
 
 
-def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], int, Path]:
+def _start(
+    tmp_path: Path, *, log_level: str = "DEBUG", preexec_fn: Callable[[], None] | None = None
+) -> tuple[subprocess.Popen[str], int, Path]:
+    """The real `wilo-backend run` with a token, the simulator and `log_level`; (process, port,
+    log path). `preexec_fn` runs in the child before the service (e.g. to set a limit)."""
     config = tmp_path / "config.toml"
     config.write_text(
         f'[server]\nauth_token = "{TOKEN}"\nhost = "127.0.0.1"\nport = 0\n'
         f'[storage]\ndata_dir = "{tmp_path / "data"}"\nfsync = false\nsegment_seconds = 1\n'
         '[sensor]\ndriver = "sim"\n[sampler]\ncpu = "none"\nrt_priority = 0\n'
-        '[log]\nlevel = "DEBUG"\n'
+        f'[log]\nlevel = "{log_level}"\n'
     )
     log_path = tmp_path / "service.log"
     environ = {k: v for k, v in os.environ.items() if not k.startswith("WILO_")}
@@ -60,6 +65,7 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], int, Path]:
             stderr=subprocess.STDOUT,
             env=environ,
             text=True,
+            preexec_fn=preexec_fn,
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

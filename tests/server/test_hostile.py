@@ -254,9 +254,8 @@ async def test_a_flood_of_slow_requests_is_rate_limited_at_arrival(
     assert server.counters.rate_limited_total == len(limited)
 
 
-async def test_cheap_commands_stay_answered_while_the_pool_is_full(
-    make_server: Any, store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _hold_recent(store: Store, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """store.recent waits (on its worker thread) until the returned event is set."""
     release = threading.Event()
     real_recent = store.recent
 
@@ -265,6 +264,13 @@ async def test_cheap_commands_stay_answered_while_the_pool_is_full(
         return real_recent(*args, **kwargs)
 
     monkeypatch.setattr(store, "recent", held_recent)
+    return release
+
+
+async def test_cheap_commands_stay_answered_while_the_pool_is_full(
+    make_server: Any, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = _hold_recent(store, monkeypatch)
     server: WiloServer = await make_server(expensive_workers=1, expensive_queue=1)
     try:
         async with (
@@ -290,14 +296,7 @@ async def test_cheap_commands_stay_answered_while_the_pool_is_full(
 async def test_a_client_over_its_queue_is_told_busy_at_once(
     make_server: Any, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    release = threading.Event()
-    real_recent = store.recent
-
-    def held_recent(*args: Any, **kwargs: Any) -> Any:
-        release.wait(timeout=10)
-        return real_recent(*args, **kwargs)
-
-    monkeypatch.setattr(store, "recent", held_recent)
+    release = _hold_recent(store, monkeypatch)
     server: WiloServer = await make_server(max_pending_requests=3)
     try:
         async with connect(ws_url(server)) as ws:
