@@ -38,7 +38,18 @@ def test_the_gate_evicts_from_the_address_with_the_most_waiting_sockets() -> Non
     gate.admit("op5", "10.0.0.1", 0.0)  # and a fifth, its request not read yet
     gate.admit("x1", "10.0.0.9", 0.5)
     gate.admit("x2", "10.0.0.9", 0.5)  # two idle sockets: the most waiting, fewer in all
-    assert gate.admit("x3", "10.0.0.9", 5.0).evict == "x1"
+    assert gate.admit("n1", "10.0.0.7", 5.0).evict == "x1"
+
+
+def test_a_hoarders_newcomers_are_refused_rather_than_evict_each_other() -> None:
+    gate: ConnectionGate[str] = ConnectionGate(max_connections=4, max_per_address=4)
+    for name in ("x1", "x2", "x3"):
+        gate.admit(name, "10.0.0.9", 0.0)
+    gate.admit("y1", "10.0.0.8", 0.0)
+    assert gate.admit("x4", "10.0.0.9", 5.0).refused == "max_connections"
+    assert gate.admit("y2", "10.0.0.8", 5.0).evict == "x1"  # 2 waiting there then, fewer than 3
+    assert gate.admit("y3", "10.0.0.8", 6.0).refused == "max_connections"  # 3, not fewer than 2
+    assert gate.admit("op", "10.0.0.1", 6.0).evict == "x2"
 
 
 def test_wrong_tokens_lock_an_address_out_for_the_window() -> None:
