@@ -1,9 +1,10 @@
-"""The name of the deployed release this process runs from (for wilo_build_info)."""
+"""The name of the deployed release this process runs from (wilo_build_info, /healthz)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Final
 
 # Outside a release made by the Ansible role (a checkout's .venv, a test): no release name.
 UNRELEASED = "dev"
@@ -19,3 +20,8 @@ def release_name(prefix: str = sys.prefix) -> str:
     if venv.name == "venv" and venv.parent.parent.name == "releases" and venv.parent.name:
         return venv.parent.name
     return UNRELEASED
+
+
+# Taken once, at start, for /healthz: the deploy switches `current` before it restarts the
+# service, so the running process must name the release it was started from.
+RUNNING_RELEASE: Final = release_name()

@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from wilo_backend.release import RUNNING_RELEASE
 from wilo_backend.server.app import WiloServer
 from wilo_backend.store.store import Store
 
@@ -404,6 +405,7 @@ async def test_healthz_follows_the_service_health(server: WiloServer, control: C
         "collecting": True,
         "running": True,
         "paused": False,
+        "release": RUNNING_RELEASE,
     }
     assert headers["content-type"] == "application/json"
     control.healthy = (False, "sampler not alive")
@@ -416,6 +418,7 @@ async def test_healthz_follows_the_service_health(server: WiloServer, control: C
         "collecting": False,
         "running": True,
         "paused": True,
+        "release": RUNNING_RELEASE,
     }
 
 

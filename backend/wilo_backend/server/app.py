@@ -25,6 +25,7 @@ from websockets.protocol import State
 
 from wilo_backend.config import ServerConfig
 from wilo_backend.model import PathRejectedError, ReadingsView, SampleBatch, ServiceControl
+from wilo_backend.release import RUNNING_RELEASE
 from wilo_backend.server import protocol
 from wilo_backend.server.limits import (
     AuthThrottle,
@@ -571,6 +572,8 @@ class WiloServer:
                 "collecting": running and not paused,
                 "running": running,
                 "paused": paused,
+                # the deploy's health step waits for the release it switched to
+                "release": RUNNING_RELEASE,
             }
             status = http.HTTPStatus.OK if healthy else http.HTTPStatus.SERVICE_UNAVAILABLE
             return _json_response(status, health)
