@@ -131,6 +131,67 @@ write_boot_files() {
     > "$fw/cmdline.txt"
 }
 
+# Units of the test host itself (in its overlay, not in the cached rootfs):
+# - testhost-net: eth0's address at every boot (a reboot makes a new veth pair);
+# - testhost-kernel: what a Pi's firmware does at boot, pass cmdline.txt to the kernel: it is
+#   bind-mounted over /proc/cmdline, and its isolcpus= over /sys/devices/system/cpu/isolated,
+#   so the roles see the parameters of the boot files the test host last booted with.
+write_guest_units() {
+  local m=$1 layout=$2 guest_ip=$3 host_ip=$4 boot=/boot/firmware u=$1/etc/systemd/system
+  [ "$layout" = legacy ] && boot=/boot
+  cat > "$u/testhost-net.service" <<UNIT
+[Unit]
+Description=test host network: eth0 $guest_ip/24 via $host_ip
+DefaultDependencies=no
+Before=network.target ssh.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'for i in \$\$(seq 100); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done; ip link set lo up; ip addr add $guest_ip/24 dev eth0; ip link set eth0 up; ip route add default via $host_ip'
+[Install]
+WantedBy=sysinit.target
+UNIT
+  cat > "$u/testhost-kernel.service" <<UNIT
+[Unit]
+Description=test host kernel parameters from $boot/cmdline.txt (as the Pi's firmware passes them)
+DefaultDependencies=no
+After=local-fs.target
+Before=sysinit.target
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'cp $boot/cmdline.txt /run/testhost-cmdline && mount --bind /run/testhost-cmdline /proc/cmdline'
+ExecStart=/bin/sh -c 'tr " " "\\\\n" < /run/testhost-cmdline | sed -n "s/^isolcpus=//p" | tail -1 > /run/testhost-isolated && mount --bind /run/testhost-isolated /sys/devices/system/cpu/isolated'
+[Install]
+WantedBy=sysinit.target
+UNIT
+  mkdir -p "$u/sysinit.target.wants"
+  ln -sf ../testhost-net.service "$u/sysinit.target.wants/testhost-net.service"
+  ln -sf ../testhost-kernel.service "$u/sysinit.target.wants/testhost-kernel.service"
+}
+
+# The test host's supervisor (run by `up` with setsid): boots it with systemd-nspawn, gives the
+# host end of each new veth its address, and boots it again when it rebooted (nspawn exit 133)
+# unless `down` is stopping it.
+supervise() {
+  set_instance "$1"
+  local host_ip=$2 np rc i
+  for c in "${CG[@]}"; do echo $$ > "$c/cgroup.procs"; done
+  while :; do
+    systemd-nspawn -b -D "$RUN/merged" -M "$NAME" --register=no --keep-unit \
+      --network-veth-extra="ve-$NAME:eth0" --resolv-conf=off --timezone=off --console=read-only &
+    np=$!
+    echo "$np" > "$RUN/nspawn.pid"
+    for i in $(seq 200); do ip link show "ve-$NAME" >/dev/null 2>&1 && break; sleep 0.1; done
+    ip addr add "$host_ip/24" dev "ve-$NAME"
+    ip link set "ve-$NAME" up
+    rc=0
+    wait "$np" || rc=$?
+    if [ "$rc" != 133 ] || [ -e "$RUN/stopping" ]; then exit "$rc"; fi
+    log "$NAME rebooted: booting it again"
+  done
+}
+
 up() {
   set_instance "$1"
   local net=$2 layout=$3
@@ -158,35 +219,21 @@ up() {
     > "$m/etc/ssh/sshd_config.d/10-testhost.conf"
   write_boot_files "$m" "$layout"
 
+  write_guest_units "$m" "$layout" "$guest_ip" "$host_ip"
+
   # 2. a cgroup of our own, so nspawn's payload/supervisor cgroups land below it and can be removed
   mkdir -p "${CG[@]}"
-  # 3. boot; no host systemd/D-Bus to register with, hence --register=no --keep-unit
-  setsid bash -c "for c in ${CG[*]}; do echo \$\$ > \$c/cgroup.procs; done
-    exec systemd-nspawn -b -D '$m' -M '$NAME' --register=no --keep-unit \
-      --network-veth-extra=ve-$NAME:eth0 --resolv-conf=off --timezone=off --console=read-only" \
-    > "$RUN/console.log" 2>&1 < /dev/null &
-  np=$!
-  echo "$np" > "$RUN/nspawn.pid"
-
-  # 4. the container's PID 1 is nspawn's child; wait until its eth0 exists
+  # 3. boot under a supervisor that boots the host again when it reboots (the Pi's reboot)
+  setsid "$0" supervise "$NAME" "$host_ip" > "$RUN/console.log" 2>&1 < /dev/null &
+  echo $! > "$RUN/supervisor.pid"
   for i in $(seq 200); do
+    np=$(cat "$RUN/nspawn.pid" 2>/dev/null || true)
     init=$(awk '{print $1}' /proc/"$np"/task/"$np"/children 2>/dev/null || true)
-    [ -n "$init" ] && nsenter -t "$init" -n ip link show eth0 >/dev/null 2>&1 && break
-    kill -0 "$np" 2>/dev/null || { cat "$RUN/console.log" >&2; die "systemd-nspawn for $NAME exited"; }
-    init=""
+    [ -n "$init" ] && break
+    kill -0 "$(cat "$RUN/supervisor.pid")" 2>/dev/null || { cat "$RUN/console.log" >&2; die "systemd-nspawn for $NAME exited"; }
     sleep 0.1
   done
   [ -n "$init" ] || die "$NAME: no container init after 20 s (console: $RUN/console.log)"
-  echo "$init" > "$RUN/init.pid"
-
-  # 5. both veth ends, configured from the host; the default route only gives Ansible an
-  # ansible_default_ipv4 (the host does not forward)
-  ip addr add "$host_ip/24" dev "ve-$NAME"
-  ip link set "ve-$NAME" up
-  nsenter -t "$init" -n ip link set lo up
-  nsenter -t "$init" -n ip addr add "$guest_ip/24" dev eth0
-  nsenter -t "$init" -n ip link set eth0 up
-  nsenter -t "$init" -n ip route add default via "$host_ip"
   echo "$guest_ip" > "$RUN/address"
 
   # 6. sshd, then systemd done booting
@@ -204,9 +251,11 @@ up() {
 
 down() {
   set_instance "$1"
-  local np init c i
+  local np init sup c i
+  [ -d "$RUN" ] && touch "$RUN/stopping"   # the supervisor must not boot it again
+  sup=$(cat "$RUN/supervisor.pid" 2>/dev/null || true)
   np=$(cat "$RUN/nspawn.pid" 2>/dev/null || true)
-  init=$(cat "$RUN/init.pid" 2>/dev/null || true)
+  init=$(awk '{print $1}' /proc/"$np"/task/"$np"/children 2>/dev/null || true)
   if [ -n "$np" ] && kill -0 "$np" 2>/dev/null; then
     kill -TERM "$np"                      # nspawn asks the container's systemd to power off
     for i in $(seq 300); do kill -0 "$np" 2>/dev/null || break; sleep 0.1; done
@@ -214,6 +263,10 @@ down() {
   fi
   # container PID 1 gone => its whole PID namespace is gone
   if [ -n "$init" ] && kill -0 "$init" 2>/dev/null; then kill -KILL "$init"; fi
+  if [ -n "$sup" ]; then
+    for i in $(seq 50); do kill -0 "$sup" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$sup" 2>/dev/null && kill -KILL "$sup"
+  fi
   for c in "${CG[@]}"; do
     [ -d "$c" ] || continue
     for i in $(seq 50); do
@@ -253,5 +306,6 @@ case "${1:-}" in
   down) [ $# = 2 ] || die "usage: $0 down NAME"; down "$2" ;;
   ssh) [ $# -ge 3 ] || die "usage: $0 ssh NAME CMD..."; set_instance "$2"; shift 2; ssh_cmd; "${SSH[@]}" "$@" ;;
   leftovers) shift; leftovers "$@" ;;
+  supervise) [ $# = 3 ] || die "usage: $0 supervise NAME HOST_IP (run by up)"; supervise "$2" "$3" ;;
   *) echo "usage: $0 build | up NAME NET bookworm|legacy | ssh NAME CMD... | down NAME | leftovers [NAME...]" >&2; exit 2 ;;
 esac
