@@ -26,6 +26,7 @@ def _load(name: str) -> ModuleType:
 
 config_txt = _load("rpi_config_txt")
 cmdline = _load("kernel_cmdline")
+running = _load("kernel_running")
 
 
 def _in_all_scope(text: str) -> list[str]:
@@ -190,3 +191,25 @@ def test_cmdline_merge_is_idempotent_and_keeps_other_tokens(
     assert [t for t in out if t.split("=")[0] not in params] == [
         t for t in tokens if t.split("=")[0] not in params
     ]
+
+
+def test_running_kernel_with_the_tuning_has_no_differences() -> None:
+    line = "console=tty1 root=/dev/mmcblk0p2 isolcpus=3 nohz_full=3 rcu_nocbs=3 quiet"
+    assert running.kernel_differences(line, "3\n", ISOLATE, [3]) == []
+
+
+def test_running_kernel_without_the_tuning_names_each_difference() -> None:
+    # the boot files may be right already: what counts is what the kernel booted with
+    line = "console=tty1 isolcpus=2 nohz_full=3 quiet splash"
+    assert running.kernel_differences(line, "2\n", {**ISOLATE, "splash": ""}, [3]) == [
+        "isolcpus=3 not in /proc/cmdline",
+        "rcu_nocbs=3 not in /proc/cmdline",
+        "splash in /proc/cmdline but not wanted",
+        "isolated CPUs are [2], not [3]",
+    ]
+
+
+def test_isolated_cpu_ranges_are_read_as_the_kernel_prints_them() -> None:
+    assert running.parse_cpu_list("1-3,5\n") == {1, 2, 3, 5}
+    assert running.parse_cpu_list("\n") == set()
+    assert running.kernel_differences("isolcpus=2,3", "2-3", {"isolcpus": "2,3"}, [2, 3]) == []

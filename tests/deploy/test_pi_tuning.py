@@ -91,7 +91,8 @@ def runs(
     work = tmp_path_factory.mktemp("play")
     inventory = work / "hosts.yml"
     hosts = "\n".join(
-        f"    {name}:\n      ansible_connection: local\n      pi_tuning_boot_dir: {path}"
+        f"    {name}:\n      ansible_connection: local\n      pi_tuning_boot_dir: {path}\n"
+        f"      pi_tuning_reboot_required_file: {path}/reboot-required"
         for name, path in boots.items()
     )
     inventory.write_text(f"all:\n  hosts:\n{hosts}\n")
@@ -109,7 +110,7 @@ def test_bookworm_edits_firmware_files_and_leaves_the_stub(
 ) -> None:
     first, _, _ = runs
     assert first.recap["bookworm"]["failed"] == 0, first.output
-    assert first.recap["bookworm"]["changed"] == 2
+    assert first.recap["bookworm"]["changed"] == 3  # config.txt, cmdline.txt, the reboot flag
     assert (boots["bookworm"] / "config.txt").read_text() == STUB
     config = (boots["bookworm"] / "firmware" / "config.txt").read_text()
     # the commented default became the active line, the baud rate right after it
@@ -150,6 +151,15 @@ def test_tuned_host_is_not_touched(
     }
     assert (boots["tuned"] / "firmware" / "config.txt").read_text() == TUNED_CONFIG
     assert not list(boots["tuned"].rglob("*.bak"))
+
+
+def test_changed_boot_files_leave_the_reboot_flag_at_once(
+    runs: tuple[PlaybookRun, PlaybookRun, dict[str, str]], boots: dict[str, Path]
+) -> None:
+    # written by a task, not a handler: a later failure in the run cannot lose the reboot
+    assert (boots["bookworm"] / "reboot-required").read_text() == "*** System restart required ***\n"
+    assert (boots["legacy"] / "reboot-required").exists()
+    assert not (boots["tuned"] / "reboot-required").exists()
 
 
 def test_missing_config_txt_fails_with_a_clear_message(
