@@ -29,6 +29,8 @@ def test_argument_specs_cover_exactly_the_documented_defaults(role: str) -> None
         "pi_tuning/templates/etc/modules-load.d/wilo-backend.conf.j2",
         "wilo_backend/templates/etc/systemd/system/wilo-backend.service.j2",
         "wilo_backend/templates/etc/wilo-backend/config.toml.j2",
+        "wilo_backend/templates/etc/systemd/system/wilo-backend-commit.service.j2",
+        "wilo_backend/templates/etc/systemd/system/wilo-backend-commit.timer.j2",
     ],
 )
 def test_templates_mirror_the_paths_they_render_to(template: str) -> None:
