@@ -157,7 +157,8 @@ def test_changed_boot_files_leave_the_reboot_flag_at_once(
     runs: tuple[PlaybookRun, PlaybookRun, dict[str, str]], boots: dict[str, Path]
 ) -> None:
     # written by a task, not a handler: a later failure in the run cannot lose the reboot
-    assert (boots["bookworm"] / "reboot-required").read_text() == "*** System restart required ***\n"
+    flag = boots["bookworm"] / "reboot-required"
+    assert flag.read_text() == "*** System restart required ***\n"
     assert (boots["legacy"] / "reboot-required").exists()
     assert not (boots["tuned"] / "reboot-required").exists()
 
