@@ -31,7 +31,7 @@ LIMIT ?=
 # More ansible-playbook arguments for make deploy, e.g. ANSIBLE_ARGS="--check --diff".
 ANSIBLE_ARGS ?=
 
-.PHONY: help install install-runtime run test test-fast lint bench dist molecule deploy soak clean
+.PHONY: help install install-runtime run test test-fast lint bench dist molecule molecule-locked deploy soak clean
 
 # `## user:` and `## dev:` say which heading of `make help` a target goes under.
 help: ## user: list the targets
@@ -98,7 +98,18 @@ MOLECULE_DIST_DIR ?= $(DIST_DIR)/molecule-$(shell uname -m)
 # the scenarios' test hosts: what the final check looks for (other test hosts are not ours)
 MOLECULE_HOSTS = $(shell sed -n 's/^  - name: \([a-z0-9-]*\).*/\1/p' $(MOLECULE_SCENARIOS:%=molecule/%/molecule.yml))
 
+# The test hosts' names, addresses and run dirs are fixed per scenario: a second `make molecule`
+# on the same machine waits for the first (MOLECULE_LOCK_WAIT seconds, then fails).
+MOLECULE_LOCK ?= /var/tmp/wilo-molecule.lock
+MOLECULE_LOCK_WAIT ?= 3600
+
 molecule: install ## dev: Molecule scenarios (default, legacy, fleet) on nspawn test hosts; needs root
+	@exec 9>>$(MOLECULE_LOCK); flock -n 9 || { \
+	  echo "make molecule: another run holds $(MOLECULE_LOCK); waiting up to $(MOLECULE_LOCK_WAIT) s"; \
+	  flock -w $(MOLECULE_LOCK_WAIT) 9 || { echo "make molecule: $(MOLECULE_LOCK) still held, giving up" >&2; exit 1; }; }; \
+	  $(MAKE) --no-print-directory molecule-locked
+
+molecule-locked:
 	$(MAKE) dist DIST_DIR=$(MOLECULE_DIST_DIR) TARGET_PLATFORM=manylinux2014_$(shell uname -m) TARGET_PYTHON=3.11
 	molecule/testhost.sh build
 	set -o pipefail; rc=0; for s in $(MOLECULE_SCENARIOS); do \
