@@ -22,7 +22,7 @@ ALLOWED = {
     "sampler": {"model", "config", "sensor"},
     "store": {"model", "config", "timestamps"},
     "analytics": {"model", "config", "timestamps"},
-    "server": {"model", "config", "store", "web"},
+    "server": {"model", "config", "store", "web", "release"},  # /healthz names the release
     "service": BASE | {"sampler", "store", "server", "analytics"},
     # status_client asks a running service over its socket: a client of the protocol, no server
     "status_client": {"config"},
