@@ -102,11 +102,13 @@ MOLECULE_HOSTS = $(shell sed -n 's/^  - name: \([a-z0-9-]*\).*/\1/p' $(MOLECULE_
 # on the same machine waits for the first (MOLECULE_LOCK_WAIT seconds, then fails).
 MOLECULE_LOCK ?= /var/tmp/wilo-molecule.lock
 MOLECULE_LOCK_WAIT ?= 3600
+# `make -n` runs lines that call $(MAKE): a dry run must not wait for the lock
+DRY_RUN := $(findstring n,$(firstword -$(MAKEFLAGS)))
 
 molecule: install ## dev: Molecule scenarios (default, legacy, fleet) on nspawn test hosts; needs root
-	@exec 9>>$(MOLECULE_LOCK); flock -n 9 || { \
+	@$(if $(DRY_RUN),,exec 9>>$(MOLECULE_LOCK); flock -n 9 || { \
 	  echo "make molecule: another run holds $(MOLECULE_LOCK); waiting up to $(MOLECULE_LOCK_WAIT) s"; \
-	  flock -w $(MOLECULE_LOCK_WAIT) 9 || { echo "make molecule: $(MOLECULE_LOCK) still held, giving up" >&2; exit 1; }; }; \
+	  flock -w $(MOLECULE_LOCK_WAIT) 9 || { echo "make molecule: $(MOLECULE_LOCK) still held, giving up" >&2; exit 1; }; };) \
 	  $(MAKE) --no-print-directory molecule-locked
 
 molecule-locked:
