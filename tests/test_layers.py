@@ -26,6 +26,7 @@ ALLOWED = {
     "service": BASE | {"sampler", "store", "server", "analytics"},
     # status_client asks a running service over its socket: a client of the protocol, no server
     "status_client": {"config"},
+    "appliance": BASE,  # the image's first-boot settings (issue 16)
     "cli": BASE | {"service", "store", "status_client"},
     "__init__": set(),
     "__main__": {"cli"},

@@ -1,0 +1,1 @@
+"""The appliance image's first boot: per-device settings from the card's FAT partition."""
