@@ -255,7 +255,9 @@ def test_sigterm_to_the_process_group_stores_every_delivered_sample(tmp_path: Pa
     assert sampler_lines and all(re.match(r"\d{4}-\d\d-\d\d ", line) for line in sampler_lines)
 
 
-def test_a_batch_the_store_raises_on_costs_only_itself_counted(tmp_path: Path) -> None:
+def test_a_batch_the_store_raises_on_costs_only_itself_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The pump hands a list of batches to the store; one that fails must not take the rest of
     the list with it, and its samples are counted, not lost silently."""
     import numpy as np
@@ -292,10 +294,12 @@ def test_a_batch_the_store_raises_on_costs_only_itself_counted(tmp_path: Path) -
 
         service.store.append = append  # type: ignore[method-assign]
         service._store_batches(batches)
+        service._store_batches(batches[2:3])  # fails again: counted, no second traceback
         data = service.status_data()
-        assert data["samples_store_failed"] == 100
+        assert data["samples_store_failed"] == 200
         assert data["samples_stored"] == 400  # the batches after the failing one too
     finally:
         service.store.close()
     rows = (tmp_path / "readings" / "aggregate_data.csv").read_text().splitlines()[1:]
     assert len(rows) == 400
+    assert caplog.text.count("Traceback") == 1

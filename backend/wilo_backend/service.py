@@ -31,6 +31,8 @@ log = logging.getLogger("wilo_backend.service")
 PUMP_WAIT_SECONDS = 0.05
 # A dead sampler is restarted after this pause; the watchdog stays silent meanwhile.
 SAMPLER_RESTART_SECONDS = 2.0
+# A store that raises on every batch logs its traceback at most this often (the rest is counted).
+STORE_ERROR_LOG_SECONDS = 60.0
 
 
 class ListenError(Exception):
@@ -65,6 +67,7 @@ class Service:
         self._sampler_restarts = 0
         self._samples_stored = 0
         self._samples_store_failed = 0  # samples in batches the store raised on: counted
+        self._store_error_logged = -STORE_ERROR_LOG_SECONDS
         self._stopping = False  # shutting down: a sampler that exits is not restarted
         self._nominal_rate_hz = int(OUTPUT_RATE_HZ)
         self._release = release_name()
@@ -209,7 +212,15 @@ class Service:
             except Exception as exc:  # a bug or an I/O error the store did not absorb
                 self._samples_store_failed += len(batch)
                 self._pump_error = f"{type(exc).__name__}: {exc}"
-                log.exception("storing %d samples failed; counted, going on", len(batch))
+                now = time.monotonic()
+                if now - self._store_error_logged >= STORE_ERROR_LOG_SECONDS:
+                    # one traceback per interval: a failure on every batch must not fill the card
+                    self._store_error_logged = now
+                    log.exception(
+                        "storing %d samples failed; counted (%d so far), going on",
+                        len(batch),
+                        self._samples_store_failed,
+                    )
                 continue
             self._samples_stored += len(batch)
             self._publish(batch)
