@@ -10,6 +10,9 @@
 #   testhost.sh down NAME                  stop by PID, remove cgroups, unmount, delete veth + run dir
 #   testhost.sh leftovers [NAME...]        list what is left of (these) test hosts; rc 1 if any
 #
+# TESTHOST_ARCH=arm64 (build and up): the Pi's architecture, run through Debian's qemu-user-static
+# with binfmt_misc (FACTS.md "The Pi's architecture under emulation"); default: this machine's.
+#
 # Works without systemd as the host's init and with hybrid cgroup v1 (hence --register=no
 # --keep-unit and a cgroup of our own), as on the CI machines. Needs root.
 set -euo pipefail
@@ -18,10 +21,18 @@ CACHE=${TESTHOST_CACHE:-/var/cache/wilo-testhost}   # rootfs tarball + its unpac
 STATE=${TESTHOST_STATE:-/var/tmp/wilo-testhost}     # one run dir per live test host
 PORT=2121
 SUITE=bookworm
+HOST_ARCH=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+ARCH=${TESTHOST_ARCH:-$HOST_ARCH}
+[[ $ARCH =~ ^(amd64|arm64)$ ]] || { echo "testhost: bad TESTHOST_ARCH '$ARCH': amd64 or arm64" >&2; exit 1; }
 # What the roles would install must be here: the test hosts have no route to a package mirror.
 INCLUDE=systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,python3-apt,sudo,iproute2,kmod,acl,procps,ca-certificates
 # The cache key: a different include list (or suite, or this layout version) builds a new rootfs.
-KEY=$(printf '%s|%s|minbase|v1' "$SUITE" "$INCLUDE" | sha256sum | cut -c1-12)
+# The host's own architecture keeps its old key (caches built before arm64 stay valid).
+if [ "$ARCH" = "$HOST_ARCH" ]; then
+  KEY=$(printf '%s|%s|minbase|v1' "$SUITE" "$INCLUDE" | sha256sum | cut -c1-12)
+else
+  KEY=$ARCH-$(printf '%s|%s|%s|minbase|v1' "$SUITE" "$ARCH" "$INCLUDE" | sha256sum | cut -c1-12)
+fi
 TARBALL=$CACHE/rootfs-$SUITE-$KEY.tar
 LOWER=$CACHE/rootfs-$SUITE-$KEY
 
@@ -59,11 +70,27 @@ install_deps() {
              /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring; do
     command -v "${cmd%%:*}" >/dev/null || [ -e "${cmd%%:*}" ] || missing+=("${cmd##*:}")
   done
-  [ ${#missing[@]} = 0 ] && return 0
+  if [ "$ARCH" != "$HOST_ARCH" ]; then
+    command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
+    command -v update-binfmts >/dev/null || missing+=(binfmt-support)
+  fi
+  [ ${#missing[@]} = 0 ] || {
   log "installing ${missing[*]}"
   apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null
   for pkg in "${missing[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || die "could not install $pkg"; done
+  }
+  [ "$ARCH" = "$HOST_ARCH" ] || enable_binfmt
+}
+
+# arm64 binaries run through qemu-aarch64 (F flag: no emulator copied into the rootfs). The
+# binfmt_misc filesystem is not mounted by default on these machines.
+enable_binfmt() {
+  [ -e /proc/sys/fs/binfmt_misc/status ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64 ||
+    die "cannot register qemu-aarch64 with binfmt_misc"
+  grep -q '^flags:.*F' /proc/sys/fs/binfmt_misc/qemu-aarch64 ||
+    die "qemu-aarch64 is registered without the F flag: arm64 binaries would not run in a chroot"
 }
 
 build() {
@@ -77,8 +104,8 @@ build() {
     mirror=${mirror:-http://deb.debian.org/debian}
     tmp=$CACHE/.build-$KEY
     rm -rf "$tmp"
-    log "debootstrap $SUITE from $mirror (include: $INCLUDE)"
-    debootstrap --variant=minbase --include="$INCLUDE" "$SUITE" "$tmp" "$mirror" >"$CACHE/debootstrap.log" 2>&1 ||
+    log "debootstrap $SUITE $ARCH from $mirror (include: $INCLUDE)"
+    debootstrap --arch="$ARCH" --variant=minbase --include="$INCLUDE" "$SUITE" "$tmp" "$mirror" >"$CACHE/debootstrap.log" 2>&1 ||
       { tail -20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap.log)"; }
     chroot "$tmp" apt-get clean            # ~50 MB of cached .debs nobody needs
     tar -C "$tmp" --numeric-owner -cf "$TARBALL.part" .
@@ -201,7 +228,8 @@ up() {
   [ -e "$RUN" ] && die "stale run dir $RUN exists: run '$0 down $NAME' first"
   ip link show "ve-$NAME" >/dev/null 2>&1 && die "interface ve-$NAME already exists"
   if ip -4 addr show | grep -q " $host_ip/"; then die "address $host_ip already in use on this host"; fi
-  [ -f "$LOWER/.complete" ] || die "no root filesystem: run '$0 build' first"
+  [ -f "$LOWER/.complete" ] || die "no $ARCH root filesystem: run 'TESTHOST_ARCH=$ARCH $0 build' first"
+  [ "$ARCH" = "$HOST_ARCH" ] || enable_binfmt
 
   local t0=$SECONDS m=$RUN/merged np init="" i
   mkdir -p "$RUN"/{upper,work,merged}
@@ -307,5 +335,6 @@ case "${1:-}" in
   ssh) [ $# -ge 3 ] || die "usage: $0 ssh NAME CMD..."; set_instance "$2"; shift 2; ssh_cmd; "${SSH[@]}" "$@" ;;
   leftovers) shift; leftovers "$@" ;;
   supervise) [ $# = 3 ] || die "usage: $0 supervise NAME HOST_IP (run by up)"; supervise "$2" "$3" ;;
-  *) echo "usage: $0 build | up NAME NET bookworm|legacy | ssh NAME CMD... | down NAME | leftovers [NAME...]" >&2; exit 2 ;;
+  lower) echo "$LOWER" ;;   # the cached root filesystem of TESTHOST_ARCH (for the image build)
+  *) echo "usage: $0 build | lower | up NAME NET bookworm|legacy | ssh NAME CMD... | down NAME | leftovers [NAME...]" >&2; exit 2 ;;
 esac
