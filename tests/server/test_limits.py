@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from wilo_backend.server.limits import AuthThrottle, ConnectionGate, LogLimiter, valid_host
 
@@ -92,3 +96,89 @@ def test_log_lines_are_limited_per_kind_and_count_the_rest() -> None:
 )
 def test_valid_host(host: str, ok: bool) -> None:
     assert valid_host(host) is ok
+
+
+@dataclasses.dataclass
+class _GateOracle:
+    """The gate's rule recomputed from scratch on every admission (no counters, no shortcut)."""
+
+    max_connections: int
+    max_per_address: int
+    evictable_after: float
+    address_of: dict[int, str] = dataclasses.field(default_factory=dict)
+    waiting_since: dict[int, float] = dataclasses.field(default_factory=dict)  # accept order
+
+    def admit(self, conn: int, address: str, now: float) -> tuple[str | None, int | None]:
+        if sum(1 for a in self.address_of.values() if a == address) >= self.max_per_address:
+            return "max_connections_per_address", None
+        evict = None
+        if len(self.address_of) >= self.max_connections:
+            evict = self._victim(address, now)
+            if evict is None:
+                return "max_connections", None
+            self.release(evict)
+        self.address_of[conn] = address
+        self.waiting_since[conn] = now
+        return None, evict
+
+    def _victim(self, newcomer: str, now: float) -> int | None:
+        by_address: dict[str, list[int]] = {}
+        for conn in self.waiting_since:  # oldest first
+            by_address.setdefault(self.address_of[conn], []).append(conn)
+        eligible = [
+            (len(conns), now - self.waiting_since[conns[0]], conns[0])
+            for conns in by_address.values()
+            if now - self.waiting_since[conns[0]] >= self.evictable_after
+        ]
+        if not eligible:
+            return None
+        count, _age, victim = max(eligible, key=lambda e: (e[0], e[1]))
+        if len(by_address.get(newcomer, [])) + 1 >= count:
+            return None
+        return victim
+
+    def release(self, conn: int) -> None:
+        self.address_of.pop(conn, None)
+        self.waiting_since.pop(conn, None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["admit", "admit", "admit", "request", "release"]),
+            st.integers(0, 5),
+            st.integers(0, 40),
+        ),
+        max_size=120,
+    )
+)
+def test_the_gate_decides_as_its_rule_recomputed_from_scratch(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    """Every admission (refusal, eviction victim) equals the rule's answer from a full scan,
+    whatever the order of accepts, requests and closes: the gate's running counts and its
+    shortcut for a hoarder's newcomers never change a decision."""
+    gate: ConnectionGate[int] = ConnectionGate(
+        max_connections=6, max_per_address=4, evictable_after_seconds=1.0
+    )
+    oracle = _GateOracle(6, 4, 1.0)
+    now, next_conn = 0.0, 0
+    for op, address_index, step in ops:
+        now += step / 10
+        live = list(oracle.address_of)
+        if op == "admit":
+            address = f"10.0.0.{address_index}"
+            admission = gate.admit(next_conn, address, now)
+            assert (admission.refused, admission.evict) == oracle.admit(next_conn, address, now)
+            next_conn += 1
+        elif live:
+            conn = live[step % len(live)]
+            if op == "request":
+                gate.request_arrived(conn)
+                oracle.waiting_since.pop(conn, None)
+            else:
+                gate.release(conn)
+                oracle.release(conn)
+        assert gate.open_count == len(oracle.address_of)
+        assert gate.waiting_count == len(oracle.waiting_since)

@@ -10,18 +10,20 @@ import json
 import logging
 import os
 import resource
+import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, cast
+from typing import Any, Final
 from urllib.parse import parse_qs, quote, unquote
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.http11 import Request, Response
 from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from wilo_backend.config import ServerConfig
 from wilo_backend.model import PathRejectedError, ReadingsView, SampleBatch, ServiceControl
@@ -33,6 +35,7 @@ from wilo_backend.server.limits import (
     LogLimiter,
     open_listener_warning,
 )
+from wilo_backend.server.listener import Accepted, AcceptLoop, listening_socket
 from wilo_backend.server.live import LiveHub, Outbox
 from wilo_backend.server.metrics import CONTENT_TYPE, ServerCounters, render_metrics
 from wilo_backend.server.protocol import (
@@ -94,7 +97,8 @@ def _shorten_gil_switch_interval() -> None:
 
 
 class _Connection(ServerConnection):
-    """One accepted socket, counted by the server's gate from accept until it is closed.
+    """One admitted socket's connection; the server's gate counts it from accept (listener.py)
+    until it is closed.
 
     Dropped if its HTTP request does not arrive within server.request_timeout_seconds; answered
     400 (one short, rate-limited log line) if the request cannot be parsed; HEAD is served as GET
@@ -102,6 +106,7 @@ class _Connection(ServerConnection):
     """
 
     owner: WiloServer  # set on the per-server subclass made in WiloServer.start()
+    accepted: Accepted  # set by WiloServer._new_connection
     head_request = False
     authorized = False
     _first_data = True
@@ -109,19 +114,21 @@ class _Connection(ServerConnection):
 
     @property
     def peer(self) -> str:
-        return _peer_address(self.transport)
+        return self.accepted.address
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self.accepted.dropped:  # evicted while its connection was being made
+            self.transport.abort()
+            return
         self.loop.call_later(self.owner.config.request_timeout_seconds, self._abort_without_request)
-        self.owner.accepted(self)
 
     def _abort_without_request(self) -> None:
         if self.request is None:
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.released(self)
+        self.owner.released(self.accepted)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -135,7 +142,7 @@ class _Connection(ServerConnection):
 
     def process_event(self, event: Any) -> None:
         if self.request is None and isinstance(event, Request):
-            self.owner.request_arrived(self)
+            self.owner.request_arrived(self.accepted)
         super().process_event(event)
 
     def send_data(self) -> None:
@@ -154,6 +161,14 @@ class _Connection(ServerConnection):
         # answered and logged in one line: websockets would log a traceback at ERROR for it.
         with contextlib.suppress(InvalidHandshake, ConnectionClosed):
             await super().handshake(*args, **kwargs)
+
+
+class _Server(Server):
+    """websockets' Server over an asyncio server that never accepts by itself (listener.py
+    does): it serves for as long as it is not closed."""
+
+    def is_serving(self) -> bool:
+        return self.close_task is None
 
 
 @dataclass(eq=False)
@@ -231,7 +246,7 @@ class WiloServer:
         self._admitted: set[ServerConnection] = set()
         # a live client sends its request as soon as the loop reads its socket: a third of the
         # request timeout (1 s by default) is far beyond that, even on a loaded machine
-        self._gate: ConnectionGate[_Connection] = ConnectionGate(
+        self._gate: ConnectionGate[Accepted] = ConnectionGate(
             config.max_connections,
             config.max_connections_per_address,
             config.request_timeout_seconds / 3,
@@ -248,6 +263,8 @@ class WiloServer:
         self._exports_running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
+        self._accept_loop: AcceptLoop | None = None
+        self._connection_class: type[_Connection] = _Connection
         self.port: int | None = None
         self._last_flush = clock()
         self._commands = self._dispatcher.commands
@@ -266,22 +283,23 @@ class WiloServer:
         backlog = self._reserve_descriptors()
         _shorten_gil_switch_interval()
         self._warn_if_open()
-        connection_class = type("_BoundConnection", (_Connection,), {"owner": self})
-        self._server = await serve(
-            self._handle_connection,
-            self._config.host,
-            self._config.port,
-            process_request=self._process_request,
-            create_connection=cast(type[ServerConnection], connection_class),
-            max_size=self._config.max_frame_bytes,
-            # Compression would cost CPU per client and undo the once-per-level encoding.
-            compression=None,
-            open_timeout=None,
-            max_queue=16,
-            # asyncio's default of 100 pending connections: a flood of connects filled it and a
-            # real client's SYN was dropped, costing it the kernel's 1 s retransmission
-            backlog=backlog,
-        )
+        self._connection_class = type("_BoundConnection", (_Connection,), {"owner": self})
+        # Our own accept loop (listener.py) in front of websockets' Server: the same objects
+        # websockets.serve() would make, but only for sockets the gate admits.
+        listen = listening_socket(self._config.host, self._config.port, backlog)
+        try:
+            self._server = _Server(
+                self._handle_connection, process_request=self._process_request, open_timeout=None
+            )
+            loop = asyncio.get_running_loop()
+            self._server.wrap(
+                await loop.create_server(asyncio.Protocol, sock=listen, start_serving=False)
+            )
+        except BaseException:
+            listen.close()
+            raise
+        self._accept_loop = AcceptLoop(listen, backlog, self._admit, self._connect)
+        self._accept_loop.start()
         # The store's rings and index are built by now and live as long as the process:
         # moving them out of the collector's generations keeps full collections (tens of ms
         # with millions of objects) off the request and live paths.
@@ -301,6 +319,9 @@ class WiloServer:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._accept_loop is not None:
+            self._accept_loop.stop()
+            self._accept_loop = None
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -344,29 +365,60 @@ class WiloServer:
 
     # --- connection accounting (called by _Connection) -------------------------------------
 
-    def accepted(self, connection: _Connection) -> None:
-        admission = self._gate.admit(connection, connection.peer, self._clock())
+    def _admit(self, sock: socket.socket, address: str) -> Accepted | None:
+        """The gate's verdict on a socket just accepted: its key, or None once refused (503)."""
+        key = Accepted(sock, address)
+        admission = self._gate.admit(key, address, self._clock())
         if admission.evict is not None:
             self._counters.reject("idle_evicted")
-            admission.evict.transport.abort()
-        if admission.refused is not None:
-            self._counters.reject(admission.refused)
-            self._client_log(
-                admission.refused,
-                "refused a connection from %s: server.%s reached",
-                connection.peer,
-                admission.refused,
+            admission.evict.abort()
+        if admission.refused is None:
+            return key
+        self._counters.reject(admission.refused)
+        self._client_log(
+            admission.refused,
+            "refused a connection from %s: server.%s reached",
+            address,
+            admission.refused,
+        )
+        limit = getattr(self._config, admission.refused)
+        body = f"too many connections (server.{admission.refused} = {limit})\n".encode()
+        with contextlib.suppress(OSError):  # the client may be gone already
+            sock.send(_raw_response(503, "Service Unavailable", body))
+        sock.close()
+        return None
+
+    def _connect(self, key: Accepted) -> None:
+        self._spawn(self._make_connection(key))
+
+    async def _make_connection(self, key: Accepted) -> None:
+        if key.dropped:
+            return  # evicted before its turn; the gate has forgotten it
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                lambda: self._new_connection(key), key.sock
             )
-            limit = getattr(self._config, admission.refused)
-            body = f"too many connections (server.{admission.refused} = {limit})\n".encode()
-            connection.transport.write(_raw_response(503, "Service Unavailable", body))
-            connection.transport.close()
+        except OSError:
+            self._gate.release(key)
+            key.sock.close()
 
-    def request_arrived(self, connection: _Connection) -> None:
-        self._gate.request_arrived(connection)
+    def _new_connection(self, key: Accepted) -> _Connection:
+        """What websockets.serve() makes per socket, with this server's settings."""
+        assert self._server is not None
+        connection = self._connection_class(
+            ServerProtocol(max_size=self._config.max_frame_bytes),
+            self._server,
+            max_queue=16,
+        )
+        connection.accepted = key
+        key.connection = connection
+        return connection
 
-    def released(self, connection: _Connection) -> None:
-        self._gate.release(connection)
+    def request_arrived(self, key: Accepted) -> None:
+        self._gate.request_arrived(key)
+
+    def released(self, key: Accepted) -> None:
+        self._gate.release(key)
 
     def bad_request(self, connection: _Connection, reason: str) -> None:
         """Answer 400 on the raw socket (the request never parsed) and log one short line."""

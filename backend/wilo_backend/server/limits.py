@@ -69,6 +69,10 @@ class ConnectionGate(Generic[Conn]):
     _per_address: dict[str, int] = field(default_factory=dict)
     # connections without their request yet, per address, oldest first, with their accept time
     _waiting: dict[str, OrderedDict[Conn, float]] = field(default_factory=dict)
+    # how many addresses have k waiting sockets, and the largest such k: a hoarder's newcomer
+    # (as many waiting as the most) is refused at once, without a scan of every address
+    _addresses_waiting: dict[int, int] = field(default_factory=dict)
+    _most_waiting: int = 0
 
     @property
     def open_count(self) -> int:
@@ -89,10 +93,31 @@ class ConnectionGate(Generic[Conn]):
             self.release(evict)
         self._address_of[conn] = address
         self._per_address[address] = self._per_address.get(address, 0) + 1
-        self._waiting.setdefault(address, OrderedDict())[conn] = now
+        waiting = self._waiting.setdefault(address, OrderedDict())
+        waiting[conn] = now
+        self._count_waiting(len(waiting) - 1, len(waiting))
         return Admission(evict=evict)
 
+    def _count_waiting(self, before: int, after: int) -> None:
+        """An address went from `before` to `after` waiting sockets (they differ by one)."""
+        counts = self._addresses_waiting
+        if before:
+            left = counts[before] - 1
+            if left:
+                counts[before] = left
+            else:
+                del counts[before]
+        if after:
+            counts[after] = counts.get(after, 0) + 1
+        if after > self._most_waiting:
+            self._most_waiting = after
+        elif before == self._most_waiting and before not in counts:
+            self._most_waiting = after  # the only address with the most lost one
+
     def _eviction_candidate(self, now: float, newcomer: str) -> Conn | None:
+        # see the rule below: no address can have more waiting sockets than the newcomer's + 1
+        if len(self._waiting.get(newcomer, ())) + 1 >= self._most_waiting:
+            return None
         best: tuple[int, float, Conn] | None = None
         for waiting in self._waiting.values():
             conn, since = next(iter(waiting.items()))
@@ -117,8 +142,8 @@ class ConnectionGate(Generic[Conn]):
 
     def _forget_waiting(self, address: str, conn: Conn) -> None:
         waiting = self._waiting.get(address)
-        if waiting is not None:
-            waiting.pop(conn, None)
+        if waiting is not None and waiting.pop(conn, None) is not None:
+            self._count_waiting(len(waiting) + 1, len(waiting))
             if not waiting:
                 del self._waiting[address]
 
