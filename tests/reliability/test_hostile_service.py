@@ -47,6 +47,10 @@ def test_idle_sockets_cannot_take_the_stores_descriptors(tmp_path: Path) -> None
     idle: list[socket.socket] = []
     try:
         before = _samples(port)
+        deadline = time.monotonic() + 60
+        while before == 0 and time.monotonic() < deadline:  # the sampler process is starting
+            time.sleep(0.2)
+            before = _samples(port)
         peak_fds = 0
         for k in range(IDLE_SOCKETS):
             source = f"127.0.1.{1 + k % ATTACKER_ADDRESSES}"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import selectors
+import socket
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from websockets.asyncio.client import connect
@@ -459,4 +461,38 @@ async def test_a_refused_socket_never_becomes_a_connection(
         for _, writer in kept + refused:
             writer.close()
     finally:
+        await server.stop()
+
+
+async def test_a_burst_of_connects_fits_the_listen_queue_before_the_server_accepts(
+    store: Store, control: Control
+) -> None:
+    """1,500 connects at once while the server's loop cannot accept (this test holds it): the
+    kernel completes every one. With a listen backlog of 512 the rest were dropped at the full
+    queue and a token holder among them waited for the 1 s / 3 s SYN-ACK retransmissions."""
+    config = ServerConfig(host="127.0.0.1", port=0, max_connections=2000)
+    server = WiloServer(config, store, control, clock=FakeMonotonic())
+    port = await server.start()  # raises the soft descriptor limit to the hard one
+    burst = 1500
+    sockets = []
+    try:
+        with selectors.DefaultSelector() as selector:
+            for _ in range(burst):  # no await: the loop, and so the server, accepts none
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", port))
+                sockets.append(sock)
+                selector.register(sock, selectors.EVENT_WRITE)
+            established: set[socket.socket] = set()
+            deadline = time.monotonic() + 0.5  # far below the kernel's 1 s retransmission
+            while len(established) < burst and time.monotonic() < deadline:
+                for key, _ in selector.select(timeout=0.05):
+                    sock = cast(socket.socket, key.fileobj)
+                    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                        established.add(sock)
+                        selector.unregister(sock)
+        assert len(established) == burst
+    finally:
+        for sock in sockets:
+            sock.close()
         await server.stop()

@@ -54,7 +54,14 @@ log = logging.getLogger("wilo_backend.server")
 # exports, the sampler's pipes and shared memory, the journal socket, libraries (~40 in use).
 STORE_RESERVED_FDS: Final = 256
 EARLY_FRAME_FRACTION: Final = 0.8
-LISTEN_BACKLOG: Final = 1024
+# Connections the kernel queues before we accept them: not our descriptors until accepted, and
+# each accepted one meets the gate at once (listener.py). At 512 a flood's bursts (1,000 idle
+# sockets reconnecting together) overflowed the queue: the kernel dropped the final ACK of a
+# token holder's connect, and its request waited for the 1 s / 3 s SYN-ACK retransmissions
+# (TcpExtListenOverflows). Linux caps it at net.core.somaxconn (4096 on bookworm).
+LISTEN_BACKLOG: Final = 4096
+# Sockets accepted per wake-up of the listener: then the loop's other callbacks get their turn.
+ACCEPTS_PER_WAKEUP: Final = 256
 GIL_SWITCH_INTERVAL_SECONDS: Final = 0.001
 # Commands that read files or build large replies: they run on the bounded worker pool (reply
 # encoding included) so that cheap commands, pushes, live frames and handshakes keep the loop.
@@ -280,13 +287,13 @@ class WiloServer:
 
     async def start(self) -> int:
         """Bind config.host:config.port; returns the bound port (an ephemeral one for port 0)."""
-        backlog = self._reserve_descriptors()
+        self._reserve_descriptors()
         _shorten_gil_switch_interval()
         self._warn_if_open()
         self._connection_class = type("_BoundConnection", (_Connection,), {"owner": self})
         # Our own accept loop (listener.py) in front of websockets' Server: the same objects
         # websockets.serve() would make, but only for sockets the gate admits.
-        listen = listening_socket(self._config.host, self._config.port, backlog)
+        listen = listening_socket(self._config.host, self._config.port, LISTEN_BACKLOG)
         try:
             self._server = _Server(
                 self._handle_connection, process_request=self._process_request, open_timeout=None
@@ -298,7 +305,7 @@ class WiloServer:
         except BaseException:
             listen.close()
             raise
-        self._accept_loop = AcceptLoop(listen, backlog, self._admit, self._connect)
+        self._accept_loop = AcceptLoop(listen, ACCEPTS_PER_WAKEUP, self._admit, self._connect)
         self._accept_loop.start()
         # The store's rings and index are built by now and live as long as the process:
         # moving them out of the collector's generations keeps full collections (tens of ms
@@ -329,34 +336,31 @@ class WiloServer:
         self._pool.shutdown()
         self._export_pool.shutdown()
 
-    def _reserve_descriptors(self) -> int:
-        """Raise the soft descriptor limit to the hard one; keep STORE_RESERVED_FDS of it and
-        the listen backlog out of the connection cap. Returns the backlog to listen with.
+    def _reserve_descriptors(self) -> None:
+        """Raise the soft descriptor limit to the hard one and keep STORE_RESERVED_FDS of it out
+        of the connection cap: a connection flood cannot take the store's descriptors.
 
-        asyncio accepts up to a backlog of connections in one go before any of them reaches the
-        gate: with a 1024 backlog under a 1024 limit, one burst of a flood took every
-        descriptor (tests/reliability/test_hostile_service.py)."""
+        Every accepted socket meets the gate before the next accept (listener.py), so at most
+        the cap plus one are open at once, whatever the listen backlog holds."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
             with contextlib.suppress(ValueError, OSError):
                 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
                 soft = hard
         if soft == resource.RLIM_INFINITY:
-            return LISTEN_BACKLOG
-        backlog = min(LISTEN_BACKLOG, max(16, soft // 8))
-        room = max(8, soft - STORE_RESERVED_FDS - backlog)
+            return
+        room = max(8, soft - STORE_RESERVED_FDS)
         if self._gate.max_connections > room:
             log.warning(
                 "server.max_connections = %d does not fit the descriptor limit (%d, %d kept for "
-                "the store and the listen backlog): at most %d connections at once",
+                "the store): at most %d connections at once",
                 self._gate.max_connections,
                 soft,
-                STORE_RESERVED_FDS + backlog,
+                STORE_RESERVED_FDS,
                 room,
             )
             self._gate.max_connections = room
             self._gate.max_per_address = min(self._gate.max_per_address, room)
-        return backlog
 
     def _warn_if_open(self) -> None:
         warning = open_listener_warning(self._config.host, self._config.auth_token)

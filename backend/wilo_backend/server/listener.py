@@ -75,12 +75,12 @@ class AcceptLoop:
     def __init__(
         self,
         sock: socket.socket,
-        backlog: int,
+        accepts_per_wakeup: int,
         admit: Callable[[socket.socket, str], Accepted | None],
         connect: Callable[[Accepted], object],
     ) -> None:
         self._sock = sock
-        self._backlog = backlog
+        self._accepts_per_wakeup = accepts_per_wakeup
         self._admit = admit
         self._connect = connect
         self._loop = asyncio.get_running_loop()
@@ -97,8 +97,8 @@ class AcceptLoop:
             self._reading = False
 
     def _accept_ready(self) -> None:
-        # at most a backlog's worth per wake-up, as asyncio does: other callbacks get their turn
-        for _ in range(self._backlog):
+        # a bounded number per wake-up: other callbacks get their turn between the bursts
+        for _ in range(self._accepts_per_wakeup):
             try:
                 sock, peer = self._sock.accept()
             except (BlockingIOError, InterruptedError):
