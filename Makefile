@@ -149,11 +149,11 @@ deploy: dist ## user: make dist + the deploy playbook (INVENTORY=, PLAYBOOK=, LI
 
 .PHONY: prometheus
 prometheus: ## dev: Debian's prometheus (brings promtool) for monitoring/'s checks and its integration test
-	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends prometheus; }
 
 .PHONY: browser
 browser: ## dev: Debian's chromium for the live-page browser test (Playwright's own browser download fails here)
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium; }
 
 # make soak: the service under load with injected faults, every sample accounted (RELIABILITY.md).
 # Needs root for the loop-mounted data filesystem (disk-full window); SOAK_DIR holds log and report.
