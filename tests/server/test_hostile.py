@@ -496,3 +496,26 @@ async def test_a_burst_of_connects_fits_the_listen_queue_before_the_server_accep
         for sock in sockets:
             sock.close()
         await server.stop()
+
+
+async def test_every_address_of_the_host_is_served_on_one_port_and_closed_at_stop(
+    store: Store, control: Control
+) -> None:
+    """server.host = "" listens on IPv4 and IPv6 (as asyncio's create_server did before the
+    service accepted by itself), on one port; stop() closes every listening socket."""
+    server = WiloServer(ServerConfig(host="", port=0), store, control, clock=FakeMonotonic())
+    port = await server.start()
+    served = []
+    try:
+        for address in ("127.0.0.1", "::1"):
+            reader, writer = await asyncio.open_connection(address, port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: pi\r\nConnection: close\r\n\r\n")
+            async with asyncio.timeout(10):
+                served.append((await reader.read()).split(b"\r\n", 1)[0])
+            writer.close()
+    finally:
+        await server.stop()
+    assert served == [b"HTTP/1.1 200 OK"] * 2
+    for address in ("127.0.0.1", "::1"):
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(address, port)

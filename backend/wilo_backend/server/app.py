@@ -35,7 +35,7 @@ from wilo_backend.server.limits import (
     LogLimiter,
     open_listener_warning,
 )
-from wilo_backend.server.listener import Accepted, AcceptLoop, listening_socket
+from wilo_backend.server.listener import Accepted, AcceptLoop, listening_sockets
 from wilo_backend.server.live import LiveHub, Outbox
 from wilo_backend.server.metrics import CONTENT_TYPE, ServerCounters, render_metrics
 from wilo_backend.server.protocol import (
@@ -270,7 +270,7 @@ class WiloServer:
         self._exports_running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
-        self._accept_loop: AcceptLoop | None = None
+        self._accept_loops: list[AcceptLoop] = []
         self._connection_class: type[_Connection] = _Connection
         self.port: int | None = None
         self._last_flush = clock()
@@ -293,20 +293,27 @@ class WiloServer:
         self._connection_class = type("_BoundConnection", (_Connection,), {"owner": self})
         # Our own accept loop (listener.py) in front of websockets' Server: the same objects
         # websockets.serve() would make, but only for sockets the gate admits.
-        listen = listening_socket(self._config.host, self._config.port, LISTEN_BACKLOG)
+        listening = listening_sockets(self._config.host, self._config.port, LISTEN_BACKLOG)
+        self._accept_loops = [
+            AcceptLoop(sock, ACCEPTS_PER_WAKEUP, self._admit, self._connect) for sock in listening
+        ]
         try:
             self._server = _Server(
                 self._handle_connection, process_request=self._process_request, open_timeout=None
             )
+            # websockets' Server closes through an asyncio server: it holds the first socket
+            # (websockets logs "server listening on" for it); stop() closes the others.
             loop = asyncio.get_running_loop()
             self._server.wrap(
-                await loop.create_server(asyncio.Protocol, sock=listen, start_serving=False)
+                await loop.create_server(asyncio.Protocol, sock=listening[0], start_serving=False)
             )
         except BaseException:
-            listen.close()
+            for accept_loop in self._accept_loops:
+                accept_loop.close()
+            self._accept_loops = []
             raise
-        self._accept_loop = AcceptLoop(listen, ACCEPTS_PER_WAKEUP, self._admit, self._connect)
-        self._accept_loop.start()
+        for accept_loop in self._accept_loops:
+            accept_loop.start()
         # The store's rings and index are built by now and live as long as the process:
         # moving them out of the collector's generations keeps full collections (tens of ms
         # with millions of objects) off the request and live paths.
@@ -326,9 +333,12 @@ class WiloServer:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._accept_loop is not None:
-            self._accept_loop.stop()
-            self._accept_loop = None
+        for accept_loop in self._accept_loops:
+            accept_loop.stop()
+        # the first listening socket is the asyncio server's: websockets' close() closes it
+        for accept_loop in self._accept_loops[1:]:
+            accept_loop.close()
+        self._accept_loops = []
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -47,22 +47,34 @@ class Accepted:
             self.sock.close()
 
 
-def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
-    """A listening TCP socket on the first address `host` resolves to (an IP or a name)."""
+def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Listening TCP sockets on every address `host` resolves to, as asyncio's create_server
+    binds them ("localhost": 127.0.0.1 and ::1; IPv6 sockets IPv6 only), all on one port."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    if not infos:
-        raise OSError(f"server.host {host!r} resolves to no address")
-    family, kind, proto, _name, address = infos[0]
-    sock = socket.socket(family, kind, proto)
+    sockets: list[socket.socket] = []
+    bound: set[tuple[int, object]] = set()
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(backlog)
-        sock.setblocking(False)
+        for family, kind, proto, _name, address in infos:
+            if (family, address[0]) in bound:
+                continue
+            bound.add((family, address[0]))
+            if sockets:  # port 0: the port the first one got, for every address
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
     except OSError:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise
-    return sock
+    if not sockets:
+        raise OSError(f"server.host {host!r} resolves to no address")
+    return sockets
 
 
 class AcceptLoop:
@@ -92,9 +104,13 @@ class AcceptLoop:
             self._reading = True
 
     def stop(self) -> None:
-        if self._reading:
+        if self._reading and self._sock.fileno() >= 0:  # closing the socket removed its reader
             self._loop.remove_reader(self._sock.fileno())
-            self._reading = False
+        self._reading = False
+
+    def close(self) -> None:
+        self.stop()
+        self._sock.close()
 
     def _accept_ready(self) -> None:
         # a bounded number per wake-up: other callbacks get their turn between the bursts
