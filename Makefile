@@ -77,8 +77,8 @@ test-fast: install ## dev: contributors' inner loop: all but slow/deploy/browser
 	HYPOTHESIS_PROFILE=dev $(BIN)/pytest -q -m "not slow and not deploy and not browser and not prometheus"
 
 lint: install ## dev: ruff, mypy --strict and the deployment linters
-	$(BIN)/ruff check backend tests bench
-	$(BIN)/ruff format --check backend tests bench
+	$(BIN)/ruff check backend tests bench image
+	$(BIN)/ruff format --check backend tests bench image
 	$(BIN)/mypy
 	$(BIN)/yamllint --strict .
 	ANSIBLE_HOME=$(abspath .ansible) $(BIN)/ansible-lint --offline --profile production ansible/
@@ -161,3 +161,14 @@ SOAK_MINUTES ?= 30
 SOAK_DIR ?= /var/tmp/wilo-soak
 soak: install ## dev: soak test: faults, kills, disk full, clock step under load (SOAK_MINUTES=30)
 	$(BIN)/python -m bench.soak --minutes $(SOAK_MINUTES) --workdir $(SOAK_DIR) $(SOAK_ARGS)
+
+# make image / image-test: the appliance SD image (README "The appliance image"; needs root).
+# The arm64 base and the package layer are cached (/var/cache/wilo-testhost, /var/cache/wilo-image).
+.PHONY: image image-test
+image: ## user: the Raspberry Pi SD image dist/wilo-appliance-<version>-arm64.img.xz; needs root
+	$(MAKE) dist DIST_DIR=$(DIST_DIR) TARGET_PLATFORM=manylinux2014_aarch64 TARGET_PYTHON=3.11
+	DIST_DIR=$(DIST_DIR) BIN=$(abspath $(BIN)) image/build.sh
+
+IMAGE_TEST_ARGS ?=
+image-test: install ## dev: boot the built image in qemu-system-aarch64: SSH, /healthz, 800 rows/s, second boot, deploy drill
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m image.vmtest --dist-dir $(DIST_DIR) $(IMAGE_TEST_ARGS)

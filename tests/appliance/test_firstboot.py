@@ -58,7 +58,7 @@ def run(root: Path, text: str) -> int:
 
 def test_good_settings_are_applied(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
     text = (
-        f"hostname = pump-07\nssh_authorized_key = {KEY}\nauth_token = tok-123\n"
+        f"hostname = pump-07\nssh_authorized_key = {KEY}\nauth_token = tok-123-0123456789ab\n"
         "timezone = Europe/Berlin\nsensor.driver = sim\n"
     )
     assert run(root, text) == 0
@@ -73,16 +73,21 @@ def test_good_settings_are_applied(root: Path, capsys: pytest.CaptureFixture[str
     # the release's own file is rewritten, the links to it stay links
     assert (root / "etc/wilo-backend/config.toml").is_symlink()
     config = tomllib.loads((root / "opt/wilo-backend/releases/1.0-abc/config.toml").read_text())
-    assert config["server"] == {"host": "0.0.0.0", "port": 8765, "auth_token": "tok-123"}
+    assert config["server"] == {
+        "host": "0.0.0.0",
+        "port": 8765,
+        "auth_token": "tok-123-0123456789ab",
+    }
     assert config["sensor"] == {"driver": "sim", "i2c_bus": 1}
     assert config["storage"] == {"data_dir": "/var/lib/wilo-backend"}
     assert "settings applied (hostname pump-07)" in capsys.readouterr().err
 
 
-def test_without_token_and_driver_the_config_is_left_alone(root: Path) -> None:
-    before = snapshot(root)["opt/wilo-backend/releases/1.0-abc/config.toml"]
-    assert run(root, f"hostname = pump\nssh_authorized_key = {KEY}\n") == 0
-    assert snapshot(root)["opt/wilo-backend/releases/1.0-abc/config.toml"] == before
+def test_an_empty_token_and_no_driver_keep_the_image_config(root: Path) -> None:
+    config = root / "opt/wilo-backend/releases/1.0-abc/config.toml"
+    before = tomllib.loads(config.read_text())
+    assert run(root, f"hostname = pump\nssh_authorized_key = {KEY}\nauth_token =\n") == 0
+    assert tomllib.loads(config.read_text()) == before
     assert not (root / "etc/localtime").exists()
 
 
@@ -90,11 +95,12 @@ def test_bad_settings_change_nothing_and_name_the_key(
     root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     before = snapshot(root)
-    assert run(root, f"hostname = pump\nssh_authorized_key = {KEY}\nsensor.driver = i2c\n") == 2
+    text = f"hostname = pump\nssh_authorized_key = {KEY}\nauth_token =\nsensor.driver = i2c\n"
+    assert run(root, text) == 2
     assert snapshot(root) == before
     err = capsys.readouterr().err
     assert "settings NOT applied" in err
-    assert "line 3: sensor.driver: must be one of mpu6050, sim" in err
+    assert "line 4: sensor.driver: must be one of mpu6050, sim" in err
 
 
 def test_a_config_the_service_rejects_changes_nothing(
@@ -106,7 +112,8 @@ def test_a_config_the_service_rejects_changes_nothing(
     config.write_text(IMAGE_CONFIG.replace("8765", "99999"))
     before = snapshot(root)
     text = (
-        f"hostname = pump\nssh_authorized_key = {KEY}\nauth_token = t\ntimezone = Europe/Berlin\n"
+        f"hostname = pump\nssh_authorized_key = {KEY}\nauth_token = t-0123456789abcdef\n"
+        "timezone = Europe/Berlin\n"
     )
     assert run(root, text) == 2
     assert snapshot(root) == before

@@ -13,7 +13,7 @@ GOOD = f"""\
 # wilo appliance settings
 hostname = pump-07
 ssh_authorized_key = {KEY}
-auth_token = s3cret-token
+auth_token = s3cret-token-0123456789
 timezone = Europe/Berlin
 sensor.driver = sim
 """
@@ -38,12 +38,16 @@ def test_good_file_with_windows_line_ends_and_bom(zoneinfo: Path) -> None:
     s = parse_settings("\ufeff" + GOOD.replace("\n", "\r\n"), zoneinfo=zoneinfo)
     assert s.hostname == "pump-07"
     assert s.ssh_authorized_keys == (KEY,)
-    assert (s.auth_token, s.timezone, s.sensor_driver) == ("s3cret-token", "Europe/Berlin", "sim")
+    assert (s.auth_token, s.timezone, s.sensor_driver) == (
+        "s3cret-token-0123456789",
+        "Europe/Berlin",
+        "sim",
+    )
 
 
 def test_only_required_keys_leave_the_rest_to_the_image(zoneinfo: Path) -> None:
-    s = parse_settings(f"hostname=a\nssh_authorized_key={KEY}\n", zoneinfo=zoneinfo)
-    assert (s.auth_token, s.timezone, s.sensor_driver) == (None, None, None)
+    s = parse_settings(f"hostname=a\nssh_authorized_key={KEY}\nauth_token=\n", zoneinfo=zoneinfo)
+    assert (s.auth_token, s.timezone, s.sensor_driver) == ("", None, None)
 
 
 def test_several_keys_may_be_given(zoneinfo: Path) -> None:
@@ -60,7 +64,8 @@ def test_several_keys_may_be_given(zoneinfo: Path) -> None:
         ("timezone = Mars/Olympus", "line 2: timezone: unknown time zone 'Mars/Olympus'"),
         ("timezone = ../../etc/passwd", "line 2: timezone: must be an IANA name"),
         ("sensor.driver = bmi160", "line 2: sensor.driver: must be one of mpu6050, sim"),
-        ("auth_token = has space", "line 2: auth_token: must be 1-256 visible ASCII"),
+        ("auth_token = has space and is long", "line 2: auth_token: must be 16-256 visible"),
+        ("auth_token = short-token", "line 2: auth_token: must be 16-256 visible"),
         ("hostnme = pump", "line 2: unknown key 'hostnme'"),
         ("just some words", "line 2: expected 'key = value'"),
         ("sensor.driver = sim\nsensor.driver = sim", "line 3: sensor.driver given twice"),
@@ -69,6 +74,7 @@ def test_several_keys_may_be_given(zoneinfo: Path) -> None:
 def test_each_bad_value_is_named_with_its_line(line: str, expected: str, zoneinfo: Path) -> None:
     text = f"ssh_authorized_key = {KEY}\n{line}\n"
     text += "" if line.startswith("hostname") else "hostname = pump\n"
+    text += "" if line.startswith("auth_token") else "auth_token =\n"
     found = problems(text, zoneinfo)
     assert len(found) == 1, found
     assert found[0].startswith(expected), found
@@ -86,7 +92,7 @@ def test_each_bad_value_is_named_with_its_line(line: str, expected: str, zoneinf
     ],
 )
 def test_bad_ssh_keys_say_what_is_wrong(key: str, expected: str, zoneinfo: Path) -> None:
-    found = problems(f"hostname = pump\nssh_authorized_key = {key}\n", zoneinfo)
+    found = problems(f"hostname = pump\nssh_authorized_key = {key}\nauth_token =\n", zoneinfo)
     assert len(found) == 1, found
     assert found[0].startswith(f"line 2: ssh_authorized_key: {expected}"), found
 
@@ -98,8 +104,9 @@ def test_all_problems_are_reported_at_once(zoneinfo: Path) -> None:
         "line 2",
         "hostname",
         "ssh_authorized_key",
+        "auth_token",
     ]
-    assert found[-1] == "ssh_authorized_key: missing (required)"
+    assert found[-1] == "auth_token: missing (required)"
 
 
 def test_missing_and_non_utf8_files(tmp_path: Path, zoneinfo: Path) -> None:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 SETTINGS_FILE_NAME = "wilo-settings.txt"
 DRIVERS = ("mpu6050", "sim")
-REQUIRED = ("hostname", "ssh_authorized_key")
-KNOWN = (*REQUIRED, "auth_token", "timezone", "sensor.driver")
+# auth_token too: an image flashed onto many cards must not run them open by omission (an
+# empty value runs the service open on purpose, as wilo_backend_require_auth=false does).
+REQUIRED = ("hostname", "ssh_authorized_key", "auth_token")
+KNOWN = (*REQUIRED, "timezone", "sensor.driver")
 # A key may repeat only where a list makes sense: several operators' SSH keys.
 REPEATABLE = ("ssh_authorized_key",)
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -29,7 +31,8 @@ _KEY_TYPES = (
     "sk-ssh-ed25519@openssh.com",
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
-_TOKEN = re.compile(r"^[\x21-\x7e]{1,256}$")
+# as the deploy role asks (wilo_backend_auth_token): at least 16 characters
+_TOKEN = re.compile(r"^[\x21-\x7e]{16,256}$")
 _TIMEZONE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
 
 
@@ -79,7 +82,7 @@ def _check(key: str, value: str, zoneinfo: Path) -> str | None:
         return _check_key(value)
     elif key == "auth_token":
         if value and not _TOKEN.match(value):
-            return "must be 1-256 visible ASCII characters without spaces (or empty: no token)"
+            return "must be 16-256 visible ASCII characters without spaces (or empty: no token)"
     elif key == "timezone":
         if not _TIMEZONE.match(value) or ".." in value:
             return "must be an IANA name such as Europe/Berlin or UTC"
