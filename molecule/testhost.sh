@@ -112,12 +112,7 @@ build() {
     mv "$TARBALL.part" "$TARBALL"
     rm -rf "$tmp"
     log "rootfs built in $((SECONDS - t0)) s: $TARBALL ($(du -h "$TARBALL" | cut -f1))"
-    # drop rootfs caches of older include lists, unless a live overlay still uses them
-    local old
-    for old in "$CACHE"/rootfs-*; do
-      [ "$old" = "$TARBALL" ] || [ "$old" = "$LOWER" ] && continue
-      grep -q "lowerdir=$old" /proc/mounts || rm -rf "$old"
-    done
+    prune
   fi
   if [ ! -f "$LOWER/.complete" ]; then   # the pristine lower layer, never booted directly
     rm -rf "$LOWER"
@@ -126,6 +121,24 @@ build() {
     touch "$LOWER/.complete"
   fi
   flock -u 9
+}
+
+# Drop this architecture's rootfs caches of older include lists, unless a live overlay still
+# uses them. The other architecture's are left alone: the amd64 Molecule hosts and the arm64
+# image build (and arm64 scenario) share this cache, and each needs its own.
+prune() {
+  local old name
+  for old in "$CACHE"/rootfs-*; do
+    [ -e "$old" ] || continue
+    [ "$old" = "$TARBALL" ] || [ "$old" = "$LOWER" ] && continue
+    name=${old#"$CACHE"/rootfs-"$SUITE"-}
+    if [ "$ARCH" = "$HOST_ARCH" ]; then
+      [[ $name =~ ^[0-9a-f]{12}(\.tar)?$ ]] || continue
+    else
+      [[ $name == "$ARCH"-* ]] || continue
+    fi
+    grep -q "lowerdir=$old" /proc/mounts || rm -rf "$old"
+  done
 }
 
 write_boot_files() {
@@ -335,6 +348,7 @@ case "${1:-}" in
   ssh) [ $# -ge 3 ] || die "usage: $0 ssh NAME CMD..."; set_instance "$2"; shift 2; ssh_cmd; "${SSH[@]}" "$@" ;;
   leftovers) shift; leftovers "$@" ;;
   supervise) [ $# = 3 ] || die "usage: $0 supervise NAME HOST_IP (run by up)"; supervise "$2" "$3" ;;
+  prune) prune ;;           # (build does this after a new rootfs; tests/deploy/test_testhost_cache.py)
   lower) echo "$LOWER" ;;   # the cached root filesystem of TESTHOST_ARCH (for the image build)
   *) echo "usage: $0 build | lower | up NAME NET bookworm|legacy | ssh NAME CMD... | down NAME | leftovers [NAME...]" >&2; exit 2 ;;
 esac
