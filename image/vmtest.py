@@ -59,6 +59,7 @@ SANDBOX = {
     "MemoryDenyWriteExecute": "yes",
     "LockPersonality": "yes",
 }
+READINGS = "/var/lib/wilo-backend/readings"
 MARKS = ("root-grown", "ssh-host-keys", "settings-applied")
 
 
@@ -245,8 +246,7 @@ def settings_text(pubkey: str, *, bad: bool = False) -> str:
 
 def rows_on_disk(vm: VM) -> int:
     out = vm.ssh(
-        "find /var/lib/wilo-backend/readings -name '*.csv' ! -name aggregate_data.csv"
-        " -exec cat {} + | wc -l"
+        f"find {READINGS} -name '*.csv' ! -name aggregate_data.csv -exec cat {{}} + | wc -l"
     )
     return int(out.strip())
 
@@ -471,7 +471,9 @@ def drill(vm: VM, dist: Path, report: dict[str, Any]) -> None:
     )
     playbook = Path(sys.executable).parent / "ansible-playbook"
     before = vm.healthz()[1]["release"]
-    oldest = vm.ssh("ls /var/lib/wilo-backend/readings | sort | head -1").strip()
+    oldest = vm.ssh(
+        f"find {READINGS} -name '*.csv' ! -name aggregate_data.csv | sort | head -1"
+    ).strip()
     rows = rows_on_disk(vm)
 
     t0 = time.monotonic()
@@ -486,7 +488,7 @@ def drill(vm: VM, dist: Path, report: dict[str, Any]) -> None:
     )
     check(rows_on_disk(vm) >= rows, "the image's rows survived the upgrade")
     check(
-        vm.ssh(f"test -e /var/lib/wilo-backend/readings/{oldest} && echo yes").strip() == "yes",
+        vm.ssh(f"test -s {oldest} && echo yes").strip() == "yes",
         f"the oldest readings ({oldest}) are still there",
     )
 
