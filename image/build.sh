@@ -97,10 +97,9 @@ if [ ! -f "$COLLECTIONS/ansible_collections/community/general/plugins/connection
   rm -rf "$COLLECTIONS" "$dl"
   mv "$COLLECTIONS.part" "$COLLECTIONS"
 fi
-# Pipelining: one emulated process per task instead of a copy, a chmod and a run.
 log "applying pi_tuning and wilo_backend (image mode) to $ROOT"
 ANSIBLE_CONFIG=$REPO/ansible/ansible.cfg ANSIBLE_HOME=$WORK/ansible-home \
-  ANSIBLE_COLLECTIONS_PATH=$COLLECTIONS ANSIBLE_NOCOLOR=1 ANSIBLE_PIPELINING=1 PATH=$BIN:$PATH \
+  ANSIBLE_COLLECTIONS_PATH=$COLLECTIONS ANSIBLE_NOCOLOR=1 PATH=$BIN:$PATH \
   "$BIN/ansible-playbook" -i wilo_image, "$REPO/ansible/image.yml" \
   -e ansible_connection=community.general.chroot -e "ansible_host=$ROOT" \
   -e ansible_python_interpreter=/usr/bin/python3 -e "wilo_backend_dist_dir=$DIST_DIR"
