@@ -1,0 +1,125 @@
+"""The real `wilo-backend run --sensor sim` for benchmarks: start it, find its processes, load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from websockets.asyncio.client import connect
+
+LISTENING = re.compile(r"listening on [^ ]+:(\d+)")
+
+
+@dataclass
+class RunningService:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def processes(self) -> dict[str, psutil.Process]:
+        """main, sampler (the acquisition process) and resource tracker, by role."""
+        main = psutil.Process(self.process.pid)
+        roles = {"main": main}
+        for child in main.children(recursive=True):
+            cmdline = " ".join(child.cmdline())
+            roles["resource tracker" if "resource_tracker" in cmdline else "sampler"] = child
+        return roles
+
+
+@contextmanager
+def running_service(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[RunningService]:
+    """The service on an ephemeral loopback port until the block ends (then SIGTERM)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "service.log"
+    command = [sys.executable, "-m", "wilo_backend.cli", "run", "--sensor", "sim"]
+    command += ["--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", "0"]
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+    started = time.monotonic()
+    port = None
+    try:
+        while port is None and time.monotonic() - started < 60:
+            match = LISTENING.search(log_path.read_text())
+            if match:
+                port = int(match.group(1))
+            elif process.poll() is not None:
+                raise RuntimeError("service exited:\n" + log_path.read_text())
+            else:
+                time.sleep(0.01)
+        if port is None:
+            raise RuntimeError("service did not come up in 60 s")
+        yield RunningService(process, port, log_path)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def request(url: str, command: str, **fields: object) -> dict[str, object]:
+    async with connect(url, max_size=2**26) as ws:
+        await ws.send(json.dumps({"command": command, "request_id": "b", **fields}))
+        while True:
+            reply = json.loads(await ws.recv())
+            if reply.get("request_id") == "b":
+                return dict(reply)
+
+
+async def dashboard(url: str, stop: asyncio.Event, every_s: float = 10.0) -> int:
+    """One dashboard (tests/fixtures/dashboard_session.json's read steps), repeated every
+    `every_s` (the real one repeats file list + recent data once a minute, at each new_file),
+    on one connection that also receives the status pushes. Returns replies received."""
+    steps = ["get_status", "get_file_list", "get_recent_data", "get_folder_structure"]
+    replies = 0
+    async with connect(url, max_size=2**26) as ws:
+        while not stop.is_set():
+            files: list[str] = []
+            for command in [*steps, "get_csv_data"]:
+                fields: dict[str, object] = {"command": command, "request_id": command}
+                if command == "get_csv_data":
+                    if not files:
+                        continue
+                    fields["filename"] = files[0]
+                await ws.send(json.dumps(fields))
+                while True:
+                    reply = json.loads(await ws.recv())
+                    if reply.get("request_id") == command:
+                        break
+                replies += 1
+                if command == "get_file_list":
+                    files = list(reply.get("files", []))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+    return replies
+
+
+async def live_subscriber(url: str, stop: asyncio.Event) -> int:
+    frames = 0
+    async with connect(url, max_size=2**26) as ws:
+        await ws.send(json.dumps({"command": "subscribe_live"}))
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(ws.recv(), timeout=1)
+                frames += 1
+            except TimeoutError:
+                continue
+    return frames
