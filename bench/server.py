@@ -58,6 +58,9 @@ class _Control:
             "latest_file": status.latest_file,
         }
 
+    def collection_state(self) -> tuple[bool, bool]:
+        return True, False
+
     def health(self) -> tuple[bool, str]:
         return True, ""
 

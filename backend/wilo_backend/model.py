@@ -141,6 +141,9 @@ class ServiceControl(Protocol):
         """The `data` of a status reply: connected, running, paused, sampling_rate,
         total_samples, csv_files, latest_file, plus sampler/storage details."""
 
+    def collection_state(self) -> tuple[bool, bool]:
+        """(running, paused) as status_data() says them, without the rest of it."""
+
     def health(self) -> tuple[bool, str]:
         """(healthy, reason): sampling alive and connected, storage not degraded."""
 

@@ -29,6 +29,10 @@ log = logging.getLogger("wilo_backend.service")
 
 # How long the pump waits for a batch before it ticks the store anyway.
 PUMP_WAIT_SECONDS = 0.05
+# With no live subscriber nobody needs a batch sooner than the store's 1 s flush: the pump then
+# takes what arrived every this often, one batch per read instead of one per FIFO poll (~67 a
+# second), which was most of the idle main process's CPU (BENCHMARKS.md, "efficiency").
+PUMP_IDLE_SECONDS = 0.25
 # A dead sampler is restarted after this pause; the watchdog stays silent meanwhile.
 SAMPLER_RESTART_SECONDS = 2.0
 # A store that raises on every batch logs its traceback at most this often (the rest is counted).
@@ -110,11 +114,14 @@ class Service:
             )
         )
 
+    def collection_state(self) -> tuple[bool, bool]:
+        with self._state_lock:
+            return self._collecting, self._paused
+
     def status_data(self) -> dict[str, Any]:
         stats = self.sampler.stats()
         storage = self.store.status()
-        with self._state_lock:
-            running, paused = self._collecting, self._paused
+        running, paused = self.collection_state()
         return {
             "connected": stats.connected,
             "running": running,
@@ -197,7 +204,8 @@ class Service:
 
     def _publish(self, batch: SampleBatch) -> None:
         loop = self._loop
-        if loop is not None and not loop.is_closed():
+        # no subscriber, no wake-up of the event loop (it cost ~1 % of a core at idle)
+        if loop is not None and not loop.is_closed() and self.server.live_subscribers:
             loop.call_soon_threadsafe(self.server.publish, batch)
 
     def _store_batches(self, batches: list[SampleBatch]) -> None:
@@ -238,7 +246,11 @@ class Service:
             stopping = self._stop_pump.is_set()
             try:
                 failed_before = self._samples_store_failed
-                self._store_batches(self.sampler.read(0 if stopping else PUMP_WAIT_SECONDS))
+                wait_s = 0 if stopping else PUMP_WAIT_SECONDS
+                if not stopping and not self.server.live_subscribers:
+                    self._stop_pump.wait(PUMP_IDLE_SECONDS)
+                    wait_s = 0
+                self._store_batches(self.sampler.read(wait_s))
                 self.store.tick()
                 if self._samples_store_failed == failed_before:
                     self._pump_error = ""

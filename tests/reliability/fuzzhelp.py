@@ -55,6 +55,9 @@ class Control:
             "latest_file": status.latest_file,
         }
 
+    def collection_state(self) -> tuple[bool, bool]:
+        return self.running, self.paused
+
     def health(self) -> tuple[bool, str]:
         return True, "ok"
 

@@ -181,3 +181,29 @@ def test_realtime_and_pinning_are_applied_when_allowed() -> None:
             assert stats.realtime
     finally:
         sampler.stop()
+
+
+def test_a_reader_that_does_not_wait_keeps_the_wakeup_pipe_empty() -> None:
+    """The service's pump reads with no wait while nobody subscribes live (issue 20); the
+    child's wake-up bytes must not pile up in the pipe meanwhile."""
+    import fcntl
+    import termios
+
+    sampler = Sampler(SensorConfig(driver="sim"), SamplerConfig(cpu="none", rt_priority=0))
+    sampler.start()
+    try:
+        _wait_for(lambda: sampler.read(0.2) != [], 30)  # the child is up and sampling
+        delivered = 0
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            delivered += sum(map(len, sampler.read(0)))
+            time.sleep(0.1)
+        delivered += sum(map(len, sampler.read(0)))
+        assert sampler._notify is not None
+        waiting = bytearray(4)
+        fcntl.ioctl(sampler._notify.fileno(), termios.FIONREAD, waiting)
+        # ~130 wake-ups were written in 2 s; at most the last few since the read remain
+        assert int.from_bytes(waiting, sys.byteorder) <= 3
+        assert delivered >= 800
+    finally:
+        sampler.stop()

@@ -102,6 +102,9 @@ class Control:
             "latest_file": storage.latest_file,
         }
 
+    def collection_state(self) -> tuple[bool, bool]:
+        return self.running, self.paused
+
     def health(self) -> tuple[bool, str]:
         return self.healthy
 

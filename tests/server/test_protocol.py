@@ -298,6 +298,9 @@ class FakeControl:
     def status_data(self) -> dict[str, Any]:
         return {"connected": True, "running": True, "paused": False, "calls": len(self.calls)}
 
+    def collection_state(self) -> tuple[bool, bool]:
+        return True, False
+
     def health(self) -> tuple[bool, str]:
         return True, ""
 

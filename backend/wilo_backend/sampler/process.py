@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
+import select
 import signal
 import sys
 import time
@@ -180,6 +182,7 @@ class Sampler:
         self._reader = RingReader(self._buffer, self.capacity, self._lock)
         self._process: BaseProcess | None = None
         self._notify: Connection | None = None
+        self._poller = select.poll()
 
     def start(self) -> None:
         if self._process is not None:
@@ -203,6 +206,11 @@ class Sampler:
         self._process.start()
         send.close()  # the child holds the write end; EOF here means it is gone
         self._notify = receive
+        # one poll object for the process's life: Connection.poll built and tore down a
+        # selector at every wake-up, ~67 times a second
+        os.set_blocking(receive.fileno(), False)
+        self._poller = select.poll()
+        self._poller.register(receive.fileno(), select.POLLIN)
 
     def read(self, timeout_s: float) -> list[SampleBatch]:
         """Batches that arrived since the last call, in order; waits up to `timeout_s` for some."""
@@ -212,18 +220,29 @@ class Sampler:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._wait(remaining):
                     break
+        elif self._notify is not None:
+            self._take_wakeups()  # a reader that does not wait still empties the pipe
         return self._reader.read()
+
+    def _take_wakeups(self) -> bytes | None:
+        """The wake-up bytes waiting in the pipe (b"" if none); None when the child's end is
+        closed (it exited)."""
+        assert self._notify is not None
+        try:
+            data = os.read(self._notify.fileno(), 4096)
+        except BlockingIOError:
+            return b""
+        except OSError:
+            return None
+        return data or None
 
     def _wait(self, timeout_s: float) -> bool:
         """Wait for a wake-up byte; False when the child's end is closed (it exited)."""
         assert self._notify is not None
-        if not self._notify.poll(timeout_s):
+        if not self._poller.poll(max(1, math.ceil(timeout_s * 1000))):
             return True
-        try:
-            data = os.read(self._notify.fileno(), 4096)
-        except OSError:
-            return False
-        if not data:
+        data = self._take_wakeups()
+        if data is None:
             time.sleep(min(timeout_s, 0.05))  # the child is gone; do not spin on EOF
             return False
         return True
@@ -260,5 +279,6 @@ class Sampler:
             process.kill()
             process.join(1.0)
         if self._notify is not None:
+            self._poller = select.poll()  # forget the descriptor before it can be reused
             self._notify.close()
             self._notify = None

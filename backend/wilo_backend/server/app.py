@@ -491,10 +491,16 @@ class WiloServer:
         self._live_fields = fields
 
     def notify_status(self, exclude: _Client | None = None) -> None:
-        text = protocol.encode(self._dispatcher.status())
-        for client in self._readers():
-            if client is not exclude:
+        readers = [client for client in self._readers() if client is not exclude]
+        if readers:  # the status is not gathered and encoded for nobody
+            text = protocol.encode(self._dispatcher.status())
+            for client in readers:
                 client.outbox.put_event("status", text)
+
+    @property
+    def live_subscribers(self) -> int:
+        """Clients subscribed to live_data now (the service skips publishing for none)."""
+        return self._hub.subscriber_count
 
     def add_command(
         self,
@@ -543,6 +549,7 @@ class WiloServer:
         """Sends what publish() left pending when batches come slower than frames."""
         period = 1.0 / self._config.live_frame_hz
         while True:
+            await self._hub.wait_for_subscribers()
             await asyncio.sleep(period)
             self._flush_if_due()
 
@@ -701,9 +708,8 @@ class WiloServer:
         return None
 
     def _collection_state(self) -> tuple[bool, bool]:
-        """(running, paused) as the status reply says them."""
-        data = self._control.status_data()
-        return bool(data.get("running")), bool(data.get("paused"))
+        """(running, paused) as the status reply says them, without gathering the rest of it."""
+        return self._control.collection_state()
 
     async def _download(
         self, connection: ServerConnection, request: Request, filename: str

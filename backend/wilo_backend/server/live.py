@@ -129,6 +129,9 @@ class LiveHub:
         self._levels: dict[int, _Level] = {}
         self._by_outbox: dict[Outbox, Subscription] = {}
         self.counters = LiveCounters()
+        # set while anyone subscribes: the frame timer sleeps on it instead of ticking 20 times
+        # a second for nobody (an idle main process woke ~90 times a second, BENCHMARKS.md)
+        self._subscribed = asyncio.Event()
 
     @property
     def pending_samples(self) -> int:
@@ -148,7 +151,12 @@ class LiveHub:
         sub = Subscription(outbox, bucket, previous.seq if previous else 0)
         level.subscriptions.append(sub)
         self._by_outbox[outbox] = sub
+        self._subscribed.set()
         return sub
+
+    async def wait_for_subscribers(self) -> None:
+        """Return at once while anyone subscribes, else when someone does."""
+        await self._subscribed.wait()
 
     def unsubscribe(self, outbox: Outbox) -> Subscription | None:
         sub = self._by_outbox.pop(outbox, None)
@@ -161,6 +169,7 @@ class LiveHub:
         if not self._levels:
             self._pending.clear()
             self._pending_samples = 0
+            self._subscribed.clear()
         return sub
 
     def publish(self, batch: SampleBatch) -> None:
