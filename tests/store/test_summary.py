@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wilo_backend.store.summary import (
+    POINT_DTYPE,
     PointRing,
     Summaries,
     decimate,
@@ -148,3 +149,34 @@ def test_decimating_chunk_by_chunk_picks_what_decimating_all_at_once_picks(
     chunks = [points[a:b] for a, b in itertools.pairwise(bounds)]
     got = decimate_chunks(iter(chunks), n, max_points)
     assert got["t"].tolist() == decimate(points, max_points)["t"].tolist()
+
+
+def test_memory_hardly_grows_with_retention_and_a_day_is_answered_from_coarser_levels() -> None:
+    """Rings sized to the whole window made RSS grow linearly (132 MB at 24 h, issue 20)."""
+    two_hours = Summaries(window_seconds=2 * 3600, raw_seconds=300)
+    a_day = Summaries(window_seconds=24 * 3600, raw_seconds=300)
+    a_week = Summaries(window_seconds=7 * 24 * 3600, raw_seconds=300)
+
+    def ring_bytes(summaries: Summaries) -> int:
+        rings = (summaries.raw, summaries.level_100ms.ring, summaries.level_1s.ring)
+        return sum(r._buf.nbytes for r in (*rings, summaries.level_10s.ring))
+
+    assert ring_bytes(a_day) < 1.3 * ring_bytes(two_hours)
+    assert ring_bytes(a_week) < 1.6 * ring_bytes(two_hours)
+    # a day of 100 ms points as start-up restores them from the sidecars, one peak early on
+    t = T0_NS + np.arange(24 * 3600 * 20, dtype=np.int64) * 50_000_000
+    a = np.full(t.shape[0], 9.8)
+    a[1000] = 50.0
+    points = np.zeros(t.shape[0], dtype=POINT_DTYPE)
+    points["t"], points["a"] = t, a
+    points["xyz"][:, 2] = a
+    for chunk in np.array_split(points, 1440):
+        a_day.load_100ms(chunk)
+    day = a_day.recent(24 * 3600, 3000)
+    assert day.shape[0] <= 3000
+    assert day["a"].max() == 50.0  # the 10 s level kept the peak of the first minutes
+    assert day["t"][0] <= T0_NS + 10 * 10**9 and day["t"][-1] >= t[-1] - 20 * 10**9
+    assert np.all(np.diff(day["t"]) > 0)
+    # the last hour still comes from a finer level, up to the newest point
+    hour = a_day.recent(3600, 100_000)
+    assert hour.shape[0] > 3600 * 2 and hour["t"][-1] == t[-1]

@@ -96,7 +96,7 @@ class Store:
         self._open_fds: dict[str, int] = {}
         self._aggregate = Aggregate(self.readings_dir / AGGREGATE_NAME, HEADER, fsync=config.fsync)
         window_s = config.max_files * config.segment_seconds
-        self.summaries = Summaries(window_s, config.raw_memory_seconds)
+        self.summaries = Summaries(window_s, config.raw_memory_seconds, config.segment_seconds)
         self._block = 4096
         self._last_flush = monotonic()
         self._error = ""

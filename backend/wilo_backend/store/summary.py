@@ -1,9 +1,10 @@
 """In-memory multi-resolution history: raw samples, 100 ms and 1 s min/max points, decimation.
 
 Each summary level keeps, per bucket, the real samples holding the bucket's minimum and maximum
-acceleration (so a chart of any level shows true peaks), in fixed numpy rings sized to the
-retention window. "The last two hours" is answered from the 1 s level plus a raw tail, never
-by parsing CSV.
+acceleration (so a chart of any level shows true peaks), in fixed numpy rings: 100 ms for the
+last 2 h, 1 s for the last 12 h, 10 s for the whole retention window, so memory hardly grows
+with retention. "The last two hours" is answered from the 1 s level plus the finer levels' and
+the raw tail's newest points, never by parsing CSV.
 """
 
 from __future__ import annotations
@@ -87,6 +88,26 @@ class PointRing:
         """
         older, newer = self._views(0, self.total)
         return np.concatenate((older[older["t"] > t_ns], newer[newer["t"] > t_ns]))
+
+    def tail_newer_than(self, t_ns: int, chunk: int = 4096) -> Points:
+        """newer_than() for a time near the newest point: looks back from the newest point
+        only until a chunk holds an older one, so it costs what it returns, not the ring.
+
+        For the open buckets of a coarser level (recent()); a point behind a wall-clock step
+        backwards can be missed, as the fixed raw tail used before did.
+        """
+        end = self.total
+        begin = self.total - len(self)
+        start = end
+        while start > begin:
+            start = max(begin, start - chunk)
+            older, newer = self._views(start, min(start + chunk, end))
+            if (older.shape[0] and older["t"].min() <= t_ns) or (
+                newer.shape[0] and newer["t"].min() <= t_ns
+            ):
+                break
+        points = self.slice_total(start, end)
+        return points[points["t"] > t_ns]
 
     def covers(self, since_t_ns: int) -> bool:
         """True if nothing at or after `since_t_ns` has been overwritten."""
@@ -212,24 +233,44 @@ class SummarySizes:
     raw_points: int
     points_100ms: int
     points_1s: int
+    points_10s: int = 0
+
+
+# How far back each level reaches. A ring sized to the whole retention window made memory grow
+# with it: 69 MB of 100 ms points alone at max_files = 1440 (24 h; issue 20). Older data is
+# answered from a coarser level instead: a 24 h question at 3000 points reads ≤ 17,300 points
+# of the 10 s level. Each level still covers a whole segment, for the sidecar (store.py).
+SPAN_100MS_SECONDS = 2 * 3600.0
+SPAN_1S_SECONDS = 12 * 3600.0
+MARGIN_SECONDS = 120.0
 
 
 class Summaries:
-    """Raw tail + 100 ms + 1 s levels for the whole retention window."""
+    """Raw tail + 100 ms (last 2 h) + 1 s (last 12 h) + 10 s (whole retention window) levels."""
 
-    def __init__(self, window_seconds: float, raw_seconds: float) -> None:
-        margin_s = 120.0
+    def __init__(
+        self, window_seconds: float, raw_seconds: float, segment_seconds: float = 60.0
+    ) -> None:
+        def capacity(bucket_s: float, span_s: float) -> int:
+            span = min(window_seconds, max(span_s, 2 * segment_seconds)) + MARGIN_SECONDS
+            return int(span / bucket_s * 2)  # a min and a max per bucket
+
         self.raw = PointRing(int((max(raw_seconds, 2.0)) * OUTPUT_RATE_HZ) + 1024)
-        self.level_100ms = MinMaxLevel(NS_PER_S // 10, int((window_seconds + margin_s) * 20))
-        self.level_1s = MinMaxLevel(NS_PER_S, int((window_seconds + margin_s) * 2))
+        self.level_100ms = MinMaxLevel(NS_PER_S // 10, capacity(0.1, SPAN_100MS_SECONDS))
+        self.level_1s = MinMaxLevel(NS_PER_S, capacity(1.0, SPAN_1S_SECONDS))
+        self.level_10s = MinMaxLevel(10 * NS_PER_S, capacity(10.0, window_seconds))
         self.newest_t_ns: int | None = None
+
+    @property
+    def _levels(self) -> tuple[MinMaxLevel, ...]:
+        return (self.level_100ms, self.level_1s, self.level_10s)
 
     def ingest(self, t_ns: Int64Array, xyz: Float64Array) -> None:
         if t_ns.shape[0] == 0:
             return
         points = make_points(t_ns, xyz)
         self.raw.extend(points)
-        self.level_1s.ingest(self.level_100ms.ingest(points))
+        self.level_10s.ingest(self.level_1s.ingest(self.level_100ms.ingest(points)))
         self._note_newest(int(t_ns[-1]))
 
     def load_100ms(self, points: Points) -> None:
@@ -237,7 +278,7 @@ class Summaries:
         if points.shape[0] == 0:
             return
         self.level_100ms.ring.extend(points)
-        self.level_1s.ingest(points)
+        self.level_10s.ingest(self.level_1s.ingest(points))
         self._note_newest(int(points["t"][-1]))
 
     def _note_newest(self, t_ns: int) -> None:
@@ -245,34 +286,45 @@ class Summaries:
             self.newest_t_ns = t_ns
 
     def sizes(self) -> SummarySizes:
-        return SummarySizes(len(self.raw), len(self.level_100ms.ring), len(self.level_1s.ring))
+        return SummarySizes(
+            len(self.raw),
+            len(self.level_100ms.ring),
+            len(self.level_1s.ring),
+            len(self.level_10s.ring),
+        )
 
     def recent(self, seconds: float, max_points: int) -> Points:
-        """The last `seconds` of sample time, min/max-decimated to `max_points`, in time order."""
+        """The last `seconds` of sample time, min/max-decimated to `max_points`, in time order.
+
+        From the finest level that reaches back far enough within a budget of points; the
+        still-open buckets of that level come from the next finer levels and the raw tail.
+        """
         if self.newest_t_ns is None or seconds <= 0 or max_points <= 0:
             return np.empty(0, dtype=POINT_DTYPE)
         # no ring holds more than this; 1e308 s would overflow the ns arithmetic (fuzz-found)
         seconds = min(seconds, MAX_RECENT_SECONDS)
         since = self.newest_t_ns - int(seconds * NS_PER_S)
         budget = max(20 * max_points, 50_000)
-        estimates = (seconds * OUTPUT_RATE_HZ, seconds * 20, seconds * 2)
-        rings = (self.raw, self.level_100ms.ring, self.level_1s.ring)
-        choice = 2
+        rings = (self.raw, *(level.ring for level in self._levels))
+        estimates = (
+            seconds * OUTPUT_RATE_HZ,
+            *(seconds * 2 * NS_PER_S / level.bucket_ns for level in self._levels),
+        )
+        choice = len(rings) - 1
         for i, (ring, estimate) in enumerate(zip(rings, estimates, strict=True)):
             if estimate <= budget and ring.covers(since):
                 choice = i
                 break
-        points = rings[choice].newer_than(since)
-        if choice:
-            # the still-open buckets of the chosen level come from the raw tail
-            bucket_s = (self.level_100ms, self.level_1s)[choice - 1].bucket_ns / NS_PER_S
-            tail_points = int(3 * bucket_s * OUTPUT_RATE_HZ) + 64
-            tail = self.raw.slice_total(self.raw.total - tail_points, self.raw.total)
-            last = rings[choice].last_t()
-            keep = tail["t"] > since
+        parts = [rings[choice].newer_than(since)]
+        cut = since
+        for finer in range(choice, 0, -1):
+            # everything after the chosen level's last closed bucket, from the finer rings
+            level = self._levels[finer - 1]
+            last = rings[finer].last_t()
             if last is not None:
-                keep &= tail["t"] > last
-            points = np.concatenate((points, tail[keep]))
+                cut = max(cut, (last // level.bucket_ns + 1) * level.bucket_ns - 1)
+            parts.append(rings[finer - 1].tail_newer_than(cut))
+        points = np.concatenate(parts)
         t = points["t"]
         if np.any(t[1:] < t[:-1]):  # only after a wall-clock step backwards
             points = points[np.argsort(t, kind="stable")]
