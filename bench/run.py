@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 
-SECTIONS = ("acquisition", "storage", "server", "analytics", "service", "abuse")
+SECTIONS = ("acquisition", "storage", "server", "analytics", "service", "abuse", "efficiency")
 OUTPUT = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
