@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
+import pickle
 import select
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 from wilo_backend.config import SamplerConfig, SensorConfig
 from wilo_backend.model import OUTPUT_RATE_HZ, SampleBatch, SamplerStats
 from wilo_backend.sampler.acquire import Acquisition
+from wilo_backend.sampler.shm import (
+    SEMAPHORE_BYTES,
+    SharedSemaphoreLock,
+    create_shared,
+    map_shared,
+)
 from wilo_backend.sampler.transport import RingReader, RingWriter, SharedLock, ring_bytes
 from wilo_backend.sensor.bus import Bus
 from wilo_backend.sensor.clock import Clock, MonotonicClock
@@ -33,6 +38,7 @@ STATS_INTERVAL_NS = 50_000_000
 PARENT_CHECK_NS = 100_000_000
 # the service's own log format (service.py), so the sampler's lines carry a time too
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+CHILD_COMMAND = "from wilo_backend.sampler.process import child_main; child_main()"
 
 
 def parse_cpu_list(text: str) -> list[int]:
@@ -107,13 +113,30 @@ def _bus_opener(sensor: SensorConfig, faults: FaultPlan | None = None) -> Callab
     return open_smbus
 
 
+def child_main() -> None:
+    """Entry of the acquisition process (`python -c`): its arguments come pickled on stdin."""
+    args = pickle.load(sys.stdin.buffer)  # noqa: S301 (a pipe from our parent, as spawn uses)
+    memory = map_shared(args["memory_fd"], args["memory_bytes"])
+    lock = SharedSemaphoreLock(memory, create=False)
+    _acquisition_main(
+        args["sensor"],
+        args["config"],
+        memoryview(memory)[SEMAPHORE_BYTES:],
+        args["capacity"],
+        lock,
+        args["notify_fd"],
+        args["parent_pid"],
+        args["log_level"],
+    )
+
+
 def _acquisition_main(
     sensor: SensorConfig,
     config: SamplerConfig,
     buffer: Any,
     capacity: int,
     lock: SharedLock,
-    notify: Connection,
+    notify_fd: int,
     parent_pid: int,
     log_level: int,
 ) -> None:
@@ -128,7 +151,7 @@ def _acquisition_main(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cpu, realtime = _pin_and_prioritise(config)
-    writer = RingWriter(buffer, capacity, lock, notify.fileno())
+    writer = RingWriter(buffer, capacity, lock, notify_fd)
     # sensor.sim.fault_file (soak tests): scheduled faults and a shifted wall clock, sim only
     faults = None
     if sensor.driver == "sim" and sensor.sim.fault_file:
@@ -170,47 +193,59 @@ def _acquisition_main(
 
 
 class Sampler:
-    """The acquisition process as seen from the service: start, read batches, counters, stop."""
+    """The acquisition process as seen from the service: start, read batches, counters, stop.
+
+    The child is a plain `python` subprocess, not a multiprocessing one: multiprocessing's spawn
+    brings its resource-tracker process along (issue 20), and the child imported the parent's
+    main module too. The ring and its lock live in one anonymous shared mapping (shm.py).
+    """
 
     def __init__(self, sensor: SensorConfig, sampler: SamplerConfig) -> None:
         self.sensor = sensor
         self.config = sampler
         self.capacity = max(1, round(sampler.buffer_seconds * OUTPUT_RATE_HZ))
-        self._context = multiprocessing.get_context("spawn")  # the parent has threads
-        self._buffer = self._context.RawArray("B", ring_bytes(self.capacity))
-        self._lock = self._context.Lock()  # orders the hand-off (transport.py)
-        self._reader = RingReader(self._buffer, self.capacity, self._lock)
-        self._process: BaseProcess | None = None
-        self._notify: Connection | None = None
+        self._memory_bytes = SEMAPHORE_BYTES + ring_bytes(self.capacity)
+        self._memory_fd, self._memory = create_shared(self._memory_bytes)
+        self._lock = SharedSemaphoreLock(self._memory, create=True)  # orders the hand-off
+        ring = memoryview(self._memory)[SEMAPHORE_BYTES:]
+        self._reader = RingReader(ring, self.capacity, self._lock)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._notify: int | None = None
         self._poller = select.poll()
 
     def start(self) -> None:
         if self._process is not None:
             raise RuntimeError("sampler already started")
-        receive, send = self._context.Pipe(duplex=False)
-        self._process = self._context.Process(
-            target=_acquisition_main,
-            args=(
-                self.sensor,
-                self.config,
-                self._buffer,
-                self.capacity,
-                self._lock,
-                send,
-                os.getpid(),
-                logging.getLogger().getEffectiveLevel(),
-            ),
-            name="wilo-sampler",
-            daemon=True,
+        receive, send = os.pipe()
+        args = {
+            "sensor": self.sensor,
+            "config": self.config,
+            "memory_fd": self._memory_fd,
+            "memory_bytes": self._memory_bytes,
+            "capacity": self.capacity,
+            "notify_fd": send,
+            "parent_pid": os.getpid(),
+            "log_level": logging.getLogger().getEffectiveLevel(),
+        }
+        # the package's folder first: `python backend/main.py` finds it through sys.path only
+        package_root = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", CHILD_COMMAND],
+            stdin=subprocess.PIPE,
+            pass_fds=(self._memory_fd, send),
+            env={**os.environ, "PYTHONPATH": path},
         )
-        self._process.start()
-        send.close()  # the child holds the write end; EOF here means it is gone
+        os.close(send)  # the child holds the write end; EOF here means it is gone
+        assert self._process.stdin is not None
+        with self._process.stdin:
+            pickle.dump(args, self._process.stdin)
         self._notify = receive
         # one poll object for the process's life: Connection.poll built and tore down a
         # selector at every wake-up, ~67 times a second
-        os.set_blocking(receive.fileno(), False)
+        os.set_blocking(receive, False)
         self._poller = select.poll()
-        self._poller.register(receive.fileno(), select.POLLIN)
+        self._poller.register(receive, select.POLLIN)
 
     def read(self, timeout_s: float) -> list[SampleBatch]:
         """Batches that arrived since the last call, in order; waits up to `timeout_s` for some."""
@@ -229,7 +264,7 @@ class Sampler:
         closed (it exited)."""
         assert self._notify is not None
         try:
-            data = os.read(self._notify.fileno(), 4096)
+            data = os.read(self._notify, 4096)
         except BlockingIOError:
             return b""
         except OSError:
@@ -258,7 +293,7 @@ class Sampler:
         return stats
 
     def is_alive(self) -> bool:
-        return self._process is not None and self._process.is_alive()
+        return self._process is not None and self._process.poll() is None
 
     @property
     def pid(self) -> int | None:
@@ -270,15 +305,22 @@ class Sampler:
         if process is None:
             return
         self._reader.request_stop()
-        process.join(timeout_s)
-        if process.is_alive():
+        if not _wait(process, timeout_s):
             log.warning("sampler process did not stop in %.1f s; terminating", timeout_s)
             process.terminate()
-            process.join(1.0)
-        if process.is_alive():
-            process.kill()
-            process.join(1.0)
+            if not _wait(process, 1.0):
+                process.kill()
+                _wait(process, 1.0)
         if self._notify is not None:
             self._poller = select.poll()  # forget the descriptor before it can be reused
-            self._notify.close()
+            os.close(self._notify)
             self._notify = None
+
+
+def _wait(process: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """True once `process` has exited (reaped), False if it still runs after `timeout_s`."""
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        return False
+    return True

@@ -8,7 +8,8 @@ Ordering. The Pi's Cortex-A72 is ARMv8, whose stores may become visible to anoth
 program order: a reader that sees the new head may still read old slot contents, and plain
 Python has no memory fence to prevent it. So publication is ordered by construction: every
 access to the head, the slots and the counters happens while holding one process-shared lock
-(a multiprocessing Lock, i.e. a POSIX semaphore). POSIX (XBD 4.12, "Memory Synchronization")
+(a POSIX semaphore: the unnamed one of shm.py in the service, a multiprocessing Lock in some
+tests). POSIX (XBD 4.12, "Memory Synchronization")
 requires sem_wait/sem_trywait/sem_post to synchronise memory; glibc implements them with
 acquire/release atomics on every architecture, aarch64 included. What the writer stored before
 its sem_post is therefore visible to a reader after its sem_wait. The lone heartbeat word is
@@ -48,7 +49,7 @@ _READ_LOCK_TIMEOUT_S = 0.5
 
 
 class SharedLock(Protocol):
-    """A process-shared lock (multiprocessing's Lock: a POSIX semaphore)."""
+    """A process-shared lock on a POSIX semaphore (shm.py's, or multiprocessing's Lock)."""
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool: ...
 
@@ -87,7 +88,7 @@ def ring_bytes(capacity: int) -> int:
 
 
 class _Shared:
-    """Typed numpy views onto one shared buffer (a multiprocessing RawArray)."""
+    """Typed numpy views onto one shared buffer (shm.py's mapping or a multiprocessing RawArray)."""
 
     def __init__(self, buffer: Any, capacity: int) -> None:
         self.capacity = capacity
