@@ -152,6 +152,9 @@ def table(results: dict[str, dict[str, tuple[float, Counter[str]]]]) -> list[str
         "|---|---|" + "---|" * len(loads),
     ]
     for role in roles:
+        if not any(role in results[load] for load in loads):
+            lines.append(f"| {role} | (no such process) |" + " |" * len(loads))
+            continue
         cells = [f"**{results[load].get(role, (0.0, Counter()))[0]:.2f} %**" for load in loads]
         lines.append(f"| {role} | **all (% of a core)** | " + " | ".join(cells) + " |")
         names = [name for name, _ in CATEGORIES] + [OTHER]

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,35 +13,14 @@ import time
 from pathlib import Path
 
 import psutil
-from websockets.asyncio.client import connect
 
+from bench.servicerun import live_subscriber as _subscriber
+from bench.servicerun import request as _request
+from bench.servicerun import running_service
 from bench.storage import _populate
 
-LISTENING = re.compile(r"listening on [^ ]+:(\d+)")
 SLOWEST_TRIM = re.compile(r"malloc_trim took ([\d.]+) ms \(slowest so far\)")
 SEGMENTS = 120
-
-
-async def _request(url: str, command: str, **fields: object) -> dict[str, object]:
-    async with connect(url, max_size=2**26) as ws:
-        await ws.send(json.dumps({"command": command, "request_id": "b", **fields}))
-        while True:
-            reply = json.loads(await ws.recv())
-            if reply.get("request_id") == "b":
-                return dict(reply)
-
-
-async def _subscriber(url: str, stop: asyncio.Event) -> int:
-    frames = 0
-    async with connect(url, max_size=2**26) as ws:
-        await ws.send(json.dumps({"command": "subscribe_live"}))
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(ws.recv(), timeout=1)
-                frames += 1
-            except TimeoutError:
-                continue
-    return frames
 
 
 async def _reader(url: str, stop: asyncio.Event) -> int:
@@ -82,37 +59,14 @@ def run(quick: bool) -> str:
     try:
         _populate(base, SEGMENTS)
         subprocess.run(["sync"], check=False)
-        log_path = base / "service.log"
-        command = [sys.executable, "-m", "wilo_backend.cli", "run", "--sensor", "sim"]
-        command += ["--data-dir", str(base), "--host", "127.0.0.1", "--port", "0"]
         started = time.monotonic()
-        with log_path.open("w") as log_file:
-            # DEBUG for heap.py's "malloc_trim took … (slowest so far)" lines
-            process = subprocess.Popen(
-                command,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "WILO_LOG_LEVEL": "DEBUG"},
-            )
-        port = None
-        while port is None and time.monotonic() - started < 60:
-            match = LISTENING.search(log_path.read_text())
-            if match:
-                port = int(match.group(1))
-            elif process.poll() is not None:
-                raise RuntimeError("service exited:\n" + log_path.read_text())
-            else:
-                time.sleep(0.01)
-        if port is None:
-            process.kill()
-            raise RuntimeError("service did not come up in 60 s")
-        startup_s = time.monotonic() - started
         rss: list[tuple[float, float]] = []
-        try:
-            load = asyncio.run(_load(f"ws://127.0.0.1:{port}/", seconds, rss, process.pid))
-        finally:
-            process.send_signal(signal.SIGTERM)
-            exit_code = process.wait(timeout=60)
+        # DEBUG for heap.py's "malloc_trim took … (slowest so far)" lines
+        with running_service(base, {"WILO_LOG_LEVEL": "DEBUG"}) as service:
+            startup_s = time.monotonic() - started
+            load = asyncio.run(_load(service.url, seconds, rss, service.process.pid))
+        exit_code = service.exit_code
+        log_path = service.log_path
         warm = [mib for t, mib in rss if t >= min(330.0, seconds / 2)]
         trims_ms = [float(ms) for ms in SLOWEST_TRIM.findall(log_path.read_text())]
         load_avg = os.getloadavg()[0]

@@ -26,6 +26,7 @@ class RunningService:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    exit_code: int | None = None  # once the block of running_service() has ended
 
     @property
     def url(self) -> str:
@@ -65,14 +66,17 @@ def running_service(data_dir: Path, env: dict[str, str] | None = None) -> Iterat
                 time.sleep(0.01)
         if port is None:
             raise RuntimeError("service did not come up in 60 s")
-        yield RunningService(process, port, log_path)
+        service = RunningService(process, port, log_path)
+        yield service
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=60)
+            code = process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
+            code = process.wait()
+        if port is not None:
+            service.exit_code = code
 
 
 async def request(url: str, command: str, **fields: object) -> dict[str, object]:
