@@ -235,7 +235,7 @@ def test_slow_first_polls_are_stamped_near_the_wall_clock_of_their_poll(slow_pol
     Their samples used to be stamped with an unanchored timebase (the monotonic clock's origin,
     i.e. boot time); they must carry the time of their poll whatever its duration.
     """
-    run = Run()
+    run = Run(fifo_poll_ms=15.0)  # the bounds below are in 15 ms poll intervals
     run.clock.read_cost_ns = 3_000_000  # every clock read inside the poll costs 3 ms
     polls = 0
     while polls < slow_polls:
@@ -261,7 +261,7 @@ def test_slow_first_polls_are_stamped_near_the_wall_clock_of_their_poll(slow_pol
 def test_a_clean_stop_drains_what_the_fifo_still_holds() -> None:
     """The stop comes between two polls: the samples gathered since the last one are read out
     at once instead of dying with the process."""
-    run = Run()
+    run = Run(fifo_poll_ms=15.0)
     run.for_seconds(2.0)
     last_poll_lag_ns = run.clock.t_ns + run.clock.offset_ns - int(run.batches[-1].t_ns[-1])
     delivered = run.delivered
