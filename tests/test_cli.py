@@ -3,6 +3,7 @@ subprocess, its one-line messages and its exit codes (0 ok, 1 failure, 2 bad usa
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -133,7 +134,7 @@ def test_a_taken_port_is_one_line_and_exit_1(service: Service, tmp_path: Path) -
     # run logs its start and its clean stop before it; the error is the last line
     last = result.stderr.strip().splitlines()[-1]
     assert f"cannot listen on 127.0.0.1:{service.env['WILO_SERVER_PORT']}: " in last
-    assert "address already in use" in last
+    assert last.endswith(f": {os.strerror(errno.EADDRINUSE)}; stopped"), last
 
 
 # --- status ----------------------------------------------------------------------------------
