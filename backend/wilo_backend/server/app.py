@@ -26,7 +26,13 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from wilo_backend.config import ServerConfig
-from wilo_backend.model import PathRejectedError, ReadingsView, SampleBatch, ServiceControl
+from wilo_backend.model import (
+    ExportResult,
+    PathRejectedError,
+    ReadingsView,
+    SampleBatch,
+    ServiceControl,
+)
 from wilo_backend.release import RUNNING_RELEASE
 from wilo_backend.server import protocol
 from wilo_backend.server.limits import (
@@ -36,16 +42,20 @@ from wilo_backend.server.limits import (
     open_listener_warning,
 )
 from wilo_backend.server.listener import Accepted, AcceptLoop, listening_sockets
-from wilo_backend.server.live import LiveHub, Outbox
+from wilo_backend.server.live import LiveHub
 from wilo_backend.server.metrics import CONTENT_TYPE, ServerCounters, render_metrics
-from wilo_backend.server.protocol import (
-    CONTROL_COMMANDS,
-    EXPORT_COMMAND,
-    Dispatcher,
-    RequestError,
-    TokenBucket,
+from wilo_backend.server.protocol import Dispatcher
+from wilo_backend.server.session import (
+    UNAUTHORIZED,
+    Authenticator,
+    Offload,
+    PushStatus,
+    Send,
+    Session,
+    SessionContext,
+    StartExport,
 )
-from wilo_backend.server.workers import BoundedPool, PoolBusyError
+from wilo_backend.server.workers import BoundedPool
 from wilo_backend.web import static_file
 
 log = logging.getLogger("wilo_backend.server")
@@ -63,9 +73,6 @@ LISTEN_BACKLOG: Final = 4096
 # Sockets accepted per wake-up of the listener: then the loop's other callbacks get their turn.
 ACCEPTS_PER_WAKEUP: Final = 256
 GIL_SWITCH_INTERVAL_SECONDS: Final = 0.001
-# Commands that read files or build large replies: they run on the bounded worker pool (reply
-# encoding included) so that cheap commands, pushes, live frames and handshakes keep the loop.
-EXPENSIVE_COMMANDS: Final = frozenset({"get_csv_data", "get_folder_structure", "get_recent_data"})
 # Headers this server reads: a second copy is a malformed (or smuggling) request, not a choice.
 SINGLE_HEADERS: Final = (
     "Host",
@@ -76,10 +83,6 @@ SINGLE_HEADERS: Final = (
     "Transfer-Encoding",
     "Sec-WebSocket-Key",
     "Sec-WebSocket-Version",
-)
-UNAUTHORIZED: Final = (
-    "unauthorized: this command needs the server token "
-    "(?token= in the URL, an 'Authorization: Bearer' header, or a 'token' field)"
 )
 # A client-supplied detail quoted in a log line or reply is cut to this many characters.
 QUOTE_CHARS: Final = 80
@@ -180,13 +183,11 @@ class _Server(Server):
 
 @dataclass(eq=False)
 class _Client:
+    """A WebSocket connection and its protocol session (session.py decides, this moves bytes)."""
+
     connection: ServerConnection
-    outbox: Outbox
-    bucket: TokenBucket
-    authorized: bool
-    address: str
-    # requests read and not yet answered: queued for this client's serial worker or running
-    pending: int = 0
+    session: Session
+    # requests the session accepted, waiting for this client's serial worker
     queue: asyncio.Queue[protocol.Request] = field(default_factory=asyncio.Queue)
 
 
@@ -249,6 +250,14 @@ class WiloServer:
         self._dispatcher = Dispatcher(view, control, default_recent_seconds)
         self._hub = LiveHub()
         self._counters = ServerCounters()
+        self._auth = Authenticator(
+            config.auth_token,
+            AuthThrottle(config.max_auth_failures_per_minute),
+            lambda address: self._client_log("auth_failed", "wrong token from %s", address),
+        )
+        self._sessions = SessionContext(
+            config, self._dispatcher, self._hub, self._auth, self._counters
+        )
         self._clients: set[_Client] = set()
         self._admitted: set[ServerConnection] = set()
         # a live client sends its request as soon as the loop reads its socket: a third of the
@@ -258,7 +267,6 @@ class WiloServer:
             config.max_connections_per_address,
             config.request_timeout_seconds / 3,
         )
-        self._auth_throttle = AuthThrottle(config.max_auth_failures_per_minute)
         self._log_limiter = LogLimiter()
         self._pool = BoundedPool(config.expensive_workers, config.expensive_queue)
         # exports take seconds (mostly zlib and file reads): on their own bounded threads they
@@ -267,15 +275,12 @@ class WiloServer:
         self._allowed_origins = frozenset(
             o.lower() for o in config.allowed_origins.replace(",", " ").split()
         )
-        self._exports_running = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
         self._accept_loops: list[AcceptLoop] = []
         self._connection_class: type[_Connection] = _Connection
         self.port: int | None = None
         self._last_flush = clock()
-        self._commands = self._dispatcher.commands
-        self._expensive = EXPENSIVE_COMMANDS
         self._metrics_sources: list[Callable[[], str]] = []
         self._live_fields: Callable[[], str] | None = None
 
@@ -474,13 +479,13 @@ class WiloServer:
             protocol.message("new_file", filename=filename, total_files=total_files)
         )
         for client in self._readers():
-            client.outbox.put_event("new_file", text)
+            client.session.outbox.put_event("new_file", text)
 
     def notify_event(self, kind: str, message: dict[str, Any]) -> None:
         """Push a message (e.g. analytics' `alert`) to every client allowed to read."""
         text = protocol.encode(message)
         for client in self._readers():
-            client.outbox.put_event(kind, text)
+            client.session.outbox.put_event(kind, text)
 
     def add_metrics(self, render: Callable[[], str]) -> None:
         """Append another source's Prometheus text (whole lines) to GET /metrics."""
@@ -495,7 +500,7 @@ class WiloServer:
         if readers:  # the status is not gathered and encoded for nobody
             text = protocol.encode(self._dispatcher.status())
             for client in readers:
-                client.outbox.put_event("status", text)
+                client.session.outbox.put_event("status", text)
 
     @property
     def live_subscribers(self) -> int:
@@ -515,15 +520,12 @@ class WiloServer:
         reply; `threaded` runs it on the bounded worker pool when it may take more than a
         millisecond.
         """
-        self._dispatcher.register(command, handler)
-        self._commands = self._dispatcher.commands
-        if threaded:
-            self._expensive = self._expensive | {command}
+        self._sessions.add_command(command, handler, threaded=threaded)
 
     def backlog_bytes(self) -> list[int]:
         """Per client: bytes waiting in its outbox plus its socket's write buffer."""
         return [
-            c.outbox.queued_bytes + c.connection.transport.get_write_buffer_size()
+            c.session.outbox.queued_bytes + c.connection.transport.get_write_buffer_size()
             for c in self._clients
         ]
 
@@ -565,9 +567,7 @@ class WiloServer:
 
     def _readers(self) -> list[_Client]:
         """Clients allowed to receive pushes (all of them unless reads are protected)."""
-        if self._config.auth_token and self._config.protect_reads:
-            return [c for c in self._clients if c.authorized]
-        return list(self._clients)
+        return [c for c in self._clients if c.session.reads_pushes]
 
     def _handshake_authorized(self, connection: ServerConnection, request: Request) -> bool:
         if not self._config.auth_token:
@@ -575,24 +575,8 @@ class WiloServer:
         query = parse_qs(request.path.partition("?")[2])
         given = query.get("token", [None])[0]
         bearer = protocol.bearer_token(request.headers.get("Authorization"))
-        return self._token_ok(_peer_address(connection.transport), given, bearer) is True
-
-    def _token_ok(self, address: str, *given: str | None) -> bool | float:
-        """True if one of `given` is the token; False if wrong or none; while `address` is
-        locked out after too many wrong ones: the seconds left (nothing is compared)."""
-        offered = [g for g in given if g]
-        if not offered:
-            return False
-        now = self._clock()
-        locked = self._auth_throttle.locked_for(address, now)
-        if locked:
-            return locked
-        token = self._config.auth_token
-        if any(protocol.token_matches(g, token) for g in offered):
-            return True
-        self._auth_throttle.failed(address, now)
-        self._client_log("auth_failed", "wrong token from %s", address)
-        return False
+        address = _peer_address(connection.transport)
+        return self._auth.check(address, self._clock(), given, bearer) is True
 
     def _origin_allowed(self, origin: str, host: str | None) -> bool:
         """A browser's Origin: listed in server.allowed_origins, or the very host it asked."""
@@ -760,35 +744,32 @@ class WiloServer:
     # --- WebSocket --------------------------------------------------------------------------
 
     async def _handle_connection(self, connection: ServerConnection) -> None:
-        bucket = TokenBucket(
-            self._config.max_requests_per_second,
-            max(1.0, self._config.max_requests_per_second),
-            self._clock(),
-        )
-        client = _Client(
-            connection,
-            Outbox(),
-            bucket,
-            bool(getattr(connection, "authorized", False)),
+        session = Session(
+            self._sessions,
             _peer_address(connection.transport),
+            authorized=bool(getattr(connection, "authorized", False)),
+            now=self._clock(),
+            peer=_peer(connection),
         )
+        client = _Client(connection, session)
         self._clients.add(client)
         self._counters.connections_total += 1
         writer = asyncio.get_running_loop().create_task(self._write_pushes(client))
         worker = asyncio.get_running_loop().create_task(self._serve_requests(client))
         try:
-            if client in self._readers():
-                client.outbox.put_event("status", protocol.encode(self._dispatcher.status()))
+            session.opened()
             # Frames are read, counted and queued as they arrive, whatever is still running:
             # the rate limit and the per-client cap then see a flood as it is sent.
             async for raw in connection:
-                reply = self._arrive(client, raw)
-                if reply is not None:
-                    await connection.send(protocol.encode(reply))
+                outcome = session.receive(raw, self._clock())
+                if isinstance(outcome, str):
+                    await connection.send(outcome)
+                else:
+                    client.queue.put_nowait(outcome)
         except ConnectionClosed:
             pass
         finally:
-            self._hub.unsubscribe(client.outbox)
+            session.closed()
             self._clients.discard(client)
             self._admitted.discard(connection)
             for task in (writer, worker):
@@ -797,176 +778,62 @@ class WiloServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    def _arrive(self, client: _Client, raw: str | bytes) -> dict[str, Any] | None:
-        """Count a frame as it arrives: an immediate error reply, or None once it is queued."""
-        self._counters.requests_total += 1
-        allowed = client.bucket.allow(self._clock())
-        try:
-            request = protocol.parse_request(raw, self._commands)
-        except RequestError as exc:
-            self._counters.request_errors_total += 1
-            if not allowed:
-                return self._rate_limited(exc.request_id)
-            return protocol.error_message(exc.message, exc.request_id)
-        if not allowed:
-            return self._rate_limited(request.request_id)
-        if client.pending >= self._config.max_pending_requests:
-            self._counters.busy_total += 1
-            limit = self._config.max_pending_requests
-            return protocol.error_message(
-                f"busy: {limit} requests of this client already queued or running "
-                "(server.max_pending_requests); wait for their replies",
-                request.request_id,
-            )
-        client.pending += 1
-        client.queue.put_nowait(request)
-        return None
-
     async def _serve_requests(self, client: _Client) -> None:
         """One client's requests, one at a time and in order (its replies keep that order)."""
+        session = client.session
         with contextlib.suppress(ConnectionClosed):
             while True:
                 request = await client.queue.get()
+                replies: list[str | bytes] = []
                 try:
-                    reply = await self._respond(client, request)
+                    for action in session.respond(request, self._clock()):
+                        reply = await self._carry_out(client, action)
+                        if reply is not None:
+                            replies.append(reply)
                 finally:
-                    client.pending -= 1
-                if reply is not None:
+                    # counted as answered before the reply leaves: a client that sends its next
+                    # request on seeing the reply must find its slot free
+                    session.done()
+                for reply in replies:
                     await client.connection.send(reply, text=True)
 
     async def _write_pushes(self, client: _Client) -> None:
+        outbox = client.session.outbox
         with contextlib.suppress(ConnectionClosed):
             while True:
-                text = await client.outbox.get()
+                text = await outbox.get()
                 await client.connection.send(text)
                 if text.startswith('{"type":"live_data"'):
                     self._counters.live_frames_sent_total += 1
 
-    async def _respond(self, client: _Client, request: protocol.Request) -> str | bytes | None:
-        """The encoded reply to one request, or None when it comes later (an export)."""
-        rid = request.request_id
-        if protocol.needs_token(
-            request.command, self._config.auth_token, self._config.protect_reads
-        ):
-            verdict = self._token_ok(client.address, request.token)
-            if verdict is True:
-                client.authorized = True
-            elif verdict is not False:
-                self._counters.unauthorized_total += 1
-                return protocol.encode(
-                    protocol.error_message(
-                        f"too many wrong tokens from {client.address}: try again in "
-                        f"{float(verdict):.0f} s",
-                        rid,
-                    )
-                )
-            if not client.authorized:
-                self._counters.unauthorized_total += 1
-                if request.command == EXPORT_COMMAND:
-                    return protocol.encode(protocol.message("zip_export", rid, error=UNAUTHORIZED))
-                return protocol.encode(protocol.error_message(UNAUTHORIZED, rid))
-        try:
-            reply = await self._execute(client, request)
-        except PoolBusyError as exc:
-            self._counters.busy_total += 1
-            return protocol.encode(protocol.error_message(str(exc), rid))
-        except RequestError as exc:
-            self._counters.request_errors_total += 1
-            return protocol.encode(protocol.error_message(exc.message, rid))
-        except Exception as exc:
-            self._counters.request_errors_total += 1
-            log.exception("%s failed", request.command)
-            return protocol.encode(protocol.error_message(f"{request.command} failed: {exc}", rid))
-        return reply if reply is None or isinstance(reply, str | bytes) else protocol.encode(reply)
-
-    def _rate_limited(self, request_id: protocol.RequestId | None) -> dict[str, Any]:
-        self._counters.rate_limited_total += 1
-        limit = self._config.max_requests_per_second
-        return protocol.error_message(
-            f"rate limited: at most {limit:g} requests per second", request_id
-        )
-
-    async def _execute(
-        self, client: _Client, request: protocol.Request
-    ) -> dict[str, Any] | str | bytes | None:
-        rid = request.request_id
-        if request.command == "subscribe_live":
-            sub = self._hub.subscribe(client.outbox, request.max_rate_hz)
-            return protocol.message(
-                "live_subscribed",
-                rid,
-                rate_hz=sub.rate_hz,
-                bucket_samples=sub.bucket_samples,
-                frame_hz=self._config.live_frame_hz,
-            )
-        if request.command == "unsubscribe_live":
-            self._hub.unsubscribe(client.outbox)
-            return protocol.message(
-                "live_unsubscribed", rid, frames_dropped=client.outbox.dropped_frames
-            )
-        if request.command == EXPORT_COMMAND:
-            self._spawn(self._export(client, rid))
-            return None
-        if request.command in CONTROL_COMMANDS:
-            # who stopped collection, and when: the journal must be able to tell
-            log.info("%s requested by %s", request.command, _peer(client.connection))
-        if request.command in self._expensive:
-            # encoded on the worker too, as the UTF-8 bytes of the text frame: a 100,000-point
-            # reply is megabytes, and decoding and re-encoding it would cost the loop
-            return await self._pool.run(
-                lambda: protocol.encode_bytes(self._dispatcher.handle(request))
-            )
-        reply = self._dispatcher.handle(request)
-        if request.command in CONTROL_COMMANDS:
+    async def _carry_out(
+        self, client: _Client, action: Send | Offload | StartExport | PushStatus
+    ) -> str | bytes | None:
+        """Do one thing the session asked for (the I/O it never does); the reply to send, if any."""
+        if isinstance(action, Send):
+            return action.frame
+        if isinstance(action, Offload):
+            try:
+                return await self._pool.run(action.job)
+            except Exception as exc:
+                return client.session.offloaded(action.request, exc)
+        if isinstance(action, StartExport):
+            self._spawn(self._export(client, action))
+        else:
             self.notify_status(exclude=client)
-        return reply
+        return None
 
-    async def _export(self, client: _Client, rid: protocol.RequestId | None) -> None:
+    async def _export(self, client: _Client, action: StartExport) -> None:
+        outcome: ExportResult | BaseException
         try:
-            reply = await self._build_export(client, rid)
-        except PoolBusyError as exc:
-            self._counters.busy_total += 1
-            reply = protocol.message("zip_export", rid, error=str(exc))
-        with contextlib.suppress(ConnectionClosed):
-            await client.connection.send(protocol.encode(reply))
-
-    async def _build_export(
-        self, client: _Client, rid: protocol.RequestId | None
-    ) -> dict[str, Any]:
-        limit = self._config.max_concurrent_exports
-        if self._exports_running >= limit:
-            self._counters.export_errors_total += 1
-            return protocol.message(
-                "zip_export", rid, error=f"{limit} export(s) already running; try again shortly"
-            )
-        self._exports_running += 1
-        try:
-            result = await self._export_pool.run(self._view.export_zip)
-        except PoolBusyError:
-            raise
+            outcome = await self._export_pool.run(self._view.export_zip)
         except Exception as exc:
-            self._counters.export_errors_total += 1
-            log.exception("export failed")
-            return protocol.message("zip_export", rid, error=f"export failed: {exc}")
-        finally:
-            self._exports_running -= 1
-        self._counters.exports_total += 1
-        token = self._config.auth_token
-        sig = protocol.download_signature(token, result.filename) if token else ""
+            outcome = exc
         request = client.connection.request
-        url = protocol.download_url(
-            self._config.public_url,
-            request.headers.get("Host") if request is not None else None,
-            quote(result.filename),
-            sig,
-        )
-        return protocol.message(
-            "zip_export",
-            rid,
-            download_url=url,
-            filename=result.filename,
-            file_count=result.file_count,
-        )
+        host = request.headers.get("Host") if request is not None else None
+        reply = client.session.export_finished(action.request_id, outcome, host)
+        with contextlib.suppress(ConnectionClosed):
+            await client.connection.send(reply)
 
 
 def _raw_response(code: int, phrase: str, body: bytes) -> bytes:
