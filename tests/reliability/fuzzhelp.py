@@ -8,8 +8,20 @@ from typing import Any
 
 import numpy as np
 
-from wilo_backend.config import StorageConfig
-from wilo_backend.model import SampleBatch, SamplerStats
+from wilo_backend.config import ServerConfig, StorageConfig
+from wilo_backend.model import ExportResult, SampleBatch, SamplerStats
+from wilo_backend.server.limits import AuthThrottle
+from wilo_backend.server.live import LiveHub
+from wilo_backend.server.metrics import ServerCounters
+from wilo_backend.server.protocol import Dispatcher, Request
+from wilo_backend.server.session import (
+    Authenticator,
+    Offload,
+    Send,
+    Session,
+    SessionContext,
+    StartExport,
+)
 from wilo_backend.store.store import Store
 
 T0_NS = 1_795_792_920_000_000_000  # 2026-11-27T15:22:00Z
@@ -89,3 +101,60 @@ def build_store(root: Path, seconds: int = 4) -> Store:
     os.symlink(outside / "secret.csv", day / "101010.csv")
     os.symlink(outside, data / "readings" / "2026" / "11" / "Week_4" / "28")
     return store
+
+
+TOKEN = "s3cret-token"
+
+
+class SessionDriver:
+    """The real protocol session over the real store, its actions carried out as app.py does,
+    synchronously: a Send is the reply, an Offload runs its job here, an export runs the real
+    export_zip, a PushStatus is recorded."""
+
+    def __init__(self, store: Store, config: ServerConfig, *, authorized: bool) -> None:
+        self.control = Control(store)
+        self.store = store
+        self.clock = Clock()
+        self.wrong_tokens_logged = 0
+        self.status_pushes = 0
+
+        def on_wrong(address: str) -> None:
+            self.wrong_tokens_logged += 1
+
+        auth = Authenticator(
+            config.auth_token, AuthThrottle(config.max_auth_failures_per_minute), on_wrong
+        )
+        dispatcher = Dispatcher(store, self.control)
+        self.counters = ServerCounters()
+        self.context = SessionContext(config, dispatcher, LiveHub(), auth, self.counters)
+        self.session = Session(self.context, "192.0.2.7", authorized=authorized, now=self.clock())
+
+    def receive(self, frame: str | bytes) -> Request | str:
+        return self.session.receive(frame, self.clock())
+
+    def serve(self, request: Request) -> list[str | bytes]:
+        """The worker's step for one queued request: the frames the client gets, in order."""
+        replies: list[str | bytes] = []
+        try:
+            for action in self.session.respond(request, self.clock()):
+                if isinstance(action, Send):
+                    replies.append(action.frame)
+                elif isinstance(action, Offload):
+                    try:
+                        replies.append(action.job())
+                    except Exception as exc:
+                        replies.append(self.session.offloaded(action.request, exc))
+                elif isinstance(action, StartExport):
+                    outcome: ExportResult | BaseException
+                    try:
+                        outcome = self.store.export_zip()
+                    except Exception as exc:
+                        outcome = exc
+                    replies.append(
+                        self.session.export_finished(action.request_id, outcome, "pump:8765")
+                    )
+                else:
+                    self.status_pushes += 1
+        finally:
+            self.session.done()
+        return replies
