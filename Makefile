@@ -73,8 +73,11 @@ run: $(RUNTIME_STAMP) ## user: run with the simulated sensor; data in ./data, ht
 test: install browser prometheus ## dev: the whole pytest suite (installs Debian's chromium and prometheus for its tests)
 	$(BIN)/pytest
 
+# test-fast: two workers (pytest-xdist, one a core); bytecode kept even where the environment
+# says PYTHONDONTWRITEBYTECODE, since rewriting the tests' asserts anew took 10 s of every run.
 test-fast: install ## dev: contributors' inner loop: all but slow/deploy/browser/prometheus tests
-	HYPOTHESIS_PROFILE=dev $(BIN)/pytest -q -m "not slow and not deploy and not browser and not prometheus"
+	env -u PYTHONDONTWRITEBYTECODE HYPOTHESIS_PROFILE=dev $(BIN)/pytest -q -n 2 \
+	  -m "not slow and not deploy and not browser and not prometheus"
 
 lint: install ## dev: ruff, mypy --strict and the deployment linters
 	$(BIN)/ruff check backend tests bench image

@@ -1,4 +1,5 @@
-"""A clock for deterministic tests: the simulator, pacing and timestamps take it as their Clock."""
+"""The fake clocks of the tests: ManualClock for the sensor side (ns, sleeps), FakeClock for the
+Callable[[], float] clocks of the store, the server and analytics."""
 
 from __future__ import annotations
 
@@ -29,3 +30,17 @@ class ManualClock:
 
     def wall_offset_ns(self) -> int:
         return self.offset_ns
+
+
+class FakeClock:
+    """Seconds (monotonic or since the epoch) that move only when the test says: the one
+    `Callable[[], float]` clock the store, the server, analytics and the session take."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from fuzzing import DEV_EXAMPLES, DEV_PROFILE
+
 TESTS = Path(__file__).resolve().parent
 
 # path prefix (relative to tests/) or node id → marker
@@ -29,10 +31,15 @@ _MARKS: tuple[tuple[str, str], ...] = (
     ("reliability/test_step_restart.py", "slow"),
     ("sampler/test_transport.py::test_writer_and_reader_racing", "slow"),
     ("analytics/test_feature_store.py::test_trends_of_days", "slow"),
+    # the real service as a process, with its own start-up and shutdown
+    ("reliability/test_hostile_service.py", "slow"),
+    ("reliability/test_security.py::test_token_is_never_logged_or_echoed", "slow"),
+    # 120 s of live data through a real socket: 3 s of CPU; the 60 s full-rate test stays
+    ("server/test_live_socket.py::test_a_stalled_subscriber", "slow"),
     ("sampler/test_acquire.py::test_clock_error_still_gives_800", "slow"),
 )
 
-settings.register_profile("dev", max_examples=15, deadline=None)
+settings.register_profile(DEV_PROFILE, max_examples=DEV_EXAMPLES, deadline=None)
 if os.environ.get("HYPOTHESIS_PROFILE"):
     settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from waiting import wait_for
+
 LISTENING = re.compile(r"listening on [^ ]+:(\d+)")
 
 
@@ -82,15 +84,6 @@ def service(tmp_path: Path) -> Iterator[RunningService]:
     if running.process.poll() is None:
         running.process.kill()
         running.process.wait()
-
-
-def wait_for(predicate: object, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_runs_stores_serves_and_stops_cleanly(service: RunningService, tmp_path: Path) -> None:

@@ -49,13 +49,3 @@ def tone_batches(
 def velocity_rms_mms(frequency_hz: float, amplitude_ms2: float) -> float:
     """Analytic velocity RMS of a sine acceleration: A / (2πf) / √2, in mm/s."""
     return 1000.0 * amplitude_ms2 / (2 * math.pi * frequency_hz) / math.sqrt(2)
-
-
-class FakeClock:
-    """Seconds since the epoch, moved by the test."""
-
-    def __init__(self, now_s: float) -> None:
-        self.now_s = now_s
-
-    def __call__(self) -> float:
-        return self.now_s

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analytics.signals import START_NS, FakeClock, tone_batches
+from analytics.signals import START_NS, tone_batches
+from clocks import FakeClock
 from wilo_backend.analytics import Analytics
 from wilo_backend.analytics.feature_store import (
     HEADER,
@@ -74,7 +75,7 @@ def test_long_trends_come_from_minute_rollups_and_survive_a_crash(tmp_path: Path
     store.open()
     for i in range(hours * 3600):
         store.append(START_NS + i * NS, 1 if i % 600 else 2, row(1.0 + (i // 3600)))
-    clock.now_s = START_NS / NS + hours * 3600
+    clock.now = START_NS / NS + hours * 3600
     points = store.query(hours * 3600, 100)
     assert 90 <= len(points) <= 100
     assert sum(p["windows"] for p in points) == hours * 3600
@@ -116,13 +117,13 @@ def test_retention_by_age_with_an_injected_clock(tmp_path: Path) -> None:
     store = FeatureStore(root, retention_days=30, fsync=False, clock=clock)
     store.open()
     for day in range(3):  # 1, 2 and 3 October
-        clock.now_s = day0_s + day * DAY_S
+        clock.now = day0_s + day * DAY_S
         for i in range(120):
-            store.append(int((clock.now_s + i) * NS), 0, row(0.3))
+            store.append(int((clock.now + i) * NS), 0, row(0.3))
     store.close()
     assert len(day_files(root)) == 6
     # 1 November 11:00: 1 October ended more than 30 days ago, 2 October (rows from 12:00) not
-    clock.now_s = day0_s + 31 * DAY_S - 3600
+    clock.now = day0_s + 31 * DAY_S - 3600
     store = FeatureStore(root, retention_days=30, fsync=False, clock=clock)
     store.open()
     assert day_files(root) == [
@@ -133,8 +134,8 @@ def test_retention_by_age_with_an_injected_clock(tmp_path: Path) -> None:
     ]
     assert sum(p["windows"] for p in store.query(40 * DAY_S, 1000)) == 240
     # time goes on while running: the day change sweeps, no restart needed
-    clock.now_s = day0_s + 33 * DAY_S + 1
-    store.append(int(clock.now_s * NS), 0, row(0.3))
+    clock.now = day0_s + 33 * DAY_S + 1
+    store.append(int(clock.now * NS), 0, row(0.3))
     assert day_files(root) == ["2026/11/03.csv"]
     assert not (root / "2026/10").exists()  # emptied folders go too
     assert sum(p["windows"] for p in store.query(40 * DAY_S, 1000)) == 1
@@ -229,10 +230,10 @@ def test_trends_of_days_use_ten_minute_rows_and_lose_nothing(tmp_path: Path) -> 
     step_s = 10  # sparse windows keep the test fast; the store does not care
     total = 2 * DAY_S // step_s
     for i in range(total):
-        clock.now_s = START_NS / NS + i * step_s
+        clock.now = START_NS / NS + i * step_s
         loud = i == total // 3
         store.append(START_NS + i * step_s * NS, 3 if loud else 0, row(7.5 if loud else 0.4))
-    clock.now_s += step_s
+    clock.now += step_s
     points = store.query(2 * DAY_S, 100)
     assert 90 <= len(points) <= 100
     assert sum(p["windows"] for p in points) == total

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analytics.signals import START_NS, FakeClock, tone_batches, velocity_rms_mms
+from analytics.signals import START_NS, tone_batches, velocity_rms_mms
+from clocks import FakeClock
 from wilo_backend.analytics import Analytics
 from wilo_backend.analytics.features import column, make_plan, window_features
 from wilo_backend.config import AnalyticsConfig

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from analytics.signals import START_NS, FakeClock, tone_batches
+from analytics.signals import START_NS, tone_batches
+from clocks import FakeClock
 from wilo_backend.analytics import Analytics
 from wilo_backend.analytics.replies import features_reply, spectrum_reply
 from wilo_backend.config import AnalyticsConfig

@@ -11,12 +11,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from analytics.signals import FakeClock
+from clocks import FakeClock
 from server.conftest import (
     T0_NS,
     Client,
     Control,
-    FakeMonotonic,
     http_get,
     synthetic_batch,
     ws_url,
@@ -33,7 +32,7 @@ BATCH = 40
 class Pump:
     """What service.py's pump does with each batch: store, publish, analyse."""
 
-    def __init__(self, store: Store, analytics: Analytics, clock: FakeMonotonic) -> None:
+    def __init__(self, store: Store, analytics: Analytics, clock: FakeClock) -> None:
         self.store, self.analytics, self.clock = store, analytics, clock
         self.server: WiloServer | None = None
         self.next_index = 0
@@ -54,7 +53,7 @@ class Pump:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     config = StorageConfig(data_dir=str(tmp_path), fsync=False, segment_seconds=2, max_files=5)
-    instance = Store(config, monotonic=FakeMonotonic())
+    instance = Store(config, monotonic=FakeClock())
     instance.open()
     yield instance
     instance.close()
@@ -74,9 +73,17 @@ def analytics(tmp_path: Path, analytics_clock: FakeClock) -> Iterator[Analytics]
 
 
 @pytest.fixture
-async def server(store: Store, analytics: Analytics) -> AsyncIterator[WiloServer]:
+def server_clock() -> FakeClock:
+    """The server's clock: a live frame is due only when the test moves it."""
+    return FakeClock()
+
+
+@pytest.fixture
+async def server(
+    store: Store, analytics: Analytics, server_clock: FakeClock
+) -> AsyncIterator[WiloServer]:
     config = ServerConfig(host="127.0.0.1", port=0, auth_token="s3cret", protect_reads=True)
-    instance = WiloServer(config, store, Control(store))
+    instance = WiloServer(config, store, Control(store), clock=server_clock)
     attach(instance, analytics)
     await instance.start()
     yield instance
@@ -85,7 +92,7 @@ async def server(store: Store, analytics: Analytics) -> AsyncIterator[WiloServer
 
 @pytest.fixture
 def pump(store: Store, analytics: Analytics, server: WiloServer) -> Pump:
-    feeder = Pump(store, analytics, FakeMonotonic())
+    feeder = Pump(store, analytics, FakeClock())
     feeder.server = server
     # the alert wiring service.py does (there through loop.call_soon_threadsafe)
     analytics.on_zone_change = lambda change: server.notify_event("alert", change.as_message())
@@ -139,12 +146,17 @@ async def test_reads_need_the_token_when_protected(server: WiloServer) -> None:
     assert reply["type"] == "error" and "unauthorized" in reply["message"]
 
 
-async def test_live_frames_carry_each_new_window_once(client: Client, pump: Pump) -> None:
+async def test_live_frames_carry_each_new_window_once(
+    client: Client, pump: Pump, server_clock: FakeClock
+) -> None:
     subscribed = await client.request("subscribe_live")
     assert subscribed["type"] == "live_subscribed"
     carried: list[str] = []
     frames = 0
     for _ in range(8):
+        # a frame becomes due at the first batch of each half second: one frame per pump, on a
+        # loaded machine too (on the wall clock, a slow pump cut more frames than were read)
+        server_clock.advance(0.5)
         pump.seconds(0.5)
         frame = await client.next_push("live_data")
         frames += 1
@@ -152,7 +164,8 @@ async def test_live_frames_carry_each_new_window_once(client: Client, pump: Pump
             carried.append(frame["features"]["timestamp"])
             assert frame["features"]["zone"] == "D"
             assert set(frame["features"]) >= {"x_vrms_mms", "vrms_mms", "magnitude_rms_ms2"}
-    assert len(carried) == len(set(carried)) >= 3  # 4 s of samples: 4 windows, none twice
+    # 4 s of samples: 4 windows, none twice; the 4th ends with the last batch, after the frame
+    assert len(carried) == len(set(carried)) == 3
     assert frames == 8
 
 
@@ -172,7 +185,7 @@ async def test_metrics_export_the_features(
 ) -> None:
     pump.seconds(2)
     assert server.port is not None
-    analytics_clock.now_s = T0_NS / 1e9 + 2.5  # just after the second window ended
+    analytics_clock.now = T0_NS / 1e9 + 2.5  # just after the second window ended
     status, _, body = await http_get(server.port, "/metrics?token=s3cret")
     text = body.decode()
     assert status == 200
@@ -188,7 +201,7 @@ async def test_vibration_gauges_leave_metrics_when_no_window_comes(
     """Collection stopped or paused: the gauges must not freeze at their last values."""
     pump.seconds(2)
     assert server.port is not None
-    analytics_clock.now_s = T0_NS / 1e9 + 2 + analytics.stale_after_seconds + 0.5
+    analytics_clock.now = T0_NS / 1e9 + 2 + analytics.stale_after_seconds + 0.5
     _, _, body = await http_get(server.port, "/metrics?token=s3cret")
     text = body.decode()
     assert "wilo_analytics_fresh 0" in text

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from analytics.signals import FakeClock, velocity_rms_mms
-from clocks import ManualClock
+from analytics.signals import velocity_rms_mms
+from clocks import FakeClock, ManualClock
 from wilo_backend.analytics import Analytics
 from wilo_backend.config import AnalyticsConfig
 from wilo_backend.model import SamplerStats

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from analytics.signals import START_NS, FakeClock, tone_batches, velocity_rms_mms
+from analytics.signals import START_NS, tone_batches, velocity_rms_mms
+from clocks import FakeClock
 from wilo_backend.analytics import Analytics, ZoneChange
 from wilo_backend.analytics.zones import NO_ZONE, ZoneLimits, classify, zone_name
 from wilo_backend.config import AnalyticsConfig, ConfigError, load_config

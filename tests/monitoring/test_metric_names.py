@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analytics.signals import START_NS, FakeClock, tone_batches
+from analytics.signals import START_NS, tone_batches
+from clocks import FakeClock
 from wilo_backend.analytics import Analytics
 from wilo_backend.config import AnalyticsConfig
 from wilo_backend.model import SamplerStats, StorageStatus

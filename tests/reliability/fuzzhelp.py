@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from clocks import FakeClock
 from wilo_backend.config import ServerConfig, StorageConfig
 from wilo_backend.model import ExportResult, SampleBatch, SamplerStats
 from wilo_backend.server.limits import AuthThrottle
@@ -26,14 +27,6 @@ from wilo_backend.store.store import Store
 
 T0_NS = 1_795_792_920_000_000_000  # 2026-11-27T15:22:00Z
 PERIOD_NS = 1_250_000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Control:
@@ -80,7 +73,7 @@ class Control:
 def build_store(root: Path, seconds: int = 4) -> Store:
     """Segments of 1 s in root/data; a secret file, a symlinked segment and folder outside it."""
     data = root / "data"
-    clock = Clock()
+    clock = FakeClock()
     store = Store(
         StorageConfig(data_dir=str(data), segment_seconds=1, fsync=False, min_free_mb=0),
         monotonic=clock,
@@ -114,7 +107,7 @@ class SessionDriver:
     def __init__(self, store: Store, config: ServerConfig, *, authorized: bool) -> None:
         self.control = Control(store)
         self.store = store
-        self.clock = Clock()
+        self.clock = FakeClock()
         self.wrong_tokens_logged = 0
         self.status_pushes = 0
 

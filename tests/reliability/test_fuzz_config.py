@@ -12,6 +12,7 @@ from typing import Any
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from fuzzing import examples
 from wilo_backend.config import Config, ConfigError, load_config
 
 SECTIONS: dict[str, list[str]] = {}
@@ -82,7 +83,7 @@ def _load(text: str | bytes, environ: dict[str, str] | None = None) -> None:
             assert isinstance(config, Config)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(documents())
 @example("[storage]\nflush_seconds = 1" + "0" * 400 + "\n")  # found: OverflowError
 @example('[storage]\ntimezone = "Europe"\n')  # found: IsADirectoryError
@@ -90,7 +91,7 @@ def test_structured_toml_gives_a_config_or_named_problems(text: str) -> None:
     _load(text)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.one_of(st.text(max_size=200), st.binary(max_size=200)))
 def test_arbitrary_text_and_bytes_give_a_config_or_named_problems(text: str | bytes) -> None:
     _load(text)
@@ -106,7 +107,7 @@ env_names = st.sampled_from(
 )
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.dictionaries(env_names, st.text(max_size=30), max_size=4))
 def test_arbitrary_environment_gives_a_config_or_named_problems(environ: dict[str, str]) -> None:
     _load("", environ)

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from fuzzing import examples
 from reliability.fuzzhelp import TOKEN, SessionDriver, build_store
 from wilo_backend.config import ServerConfig
 from wilo_backend.model import PathRejectedError
@@ -35,7 +36,9 @@ RULES = ServerConfig(
     max_auth_failures_per_minute=MAX_WRONG,
 )
 FUZZ = settings(
-    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(250),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from fuzzing import examples
 from wilo_backend.config import StorageConfig
 from wilo_backend.store.csvformat import HEADER, format_rows
 from wilo_backend.store.layout import AGGREGATE_NAME
@@ -51,7 +52,7 @@ def _parse(body: bytes) -> tuple[np.ndarray, np.ndarray]:
     return stamps.astype(np.int64), values[:, :3]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     n=st.integers(min_value=1, max_value=60),
     tail=tails,

@@ -8,8 +8,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "store"))
 
-from storehelp import FakeClock, Feeder, aggregate_bytes, make_config
+from storehelp import Feeder, aggregate_bytes, make_config
 
+from clocks import FakeClock
 from wilo_backend.store.csvformat import HEADER, parse_rows
 from wilo_backend.store.store import Store
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from waiting import wait_for
 from wilo_backend.config import SamplerConfig, SensorConfig
 from wilo_backend.model import SampleBatch
 from wilo_backend.sampler.process import Sampler, choose_cpu, parse_cpu_list
@@ -21,20 +22,12 @@ from wilo_backend.sampler.process import Sampler, choose_cpu, parse_cpu_list
 SCRIPT = Path(__file__).with_name("parent_script.py")
 
 
-def _wait_for(condition, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
 def test_sim_sampler_delivers_continuous_batches_and_stops() -> None:
     sampler = Sampler(SensorConfig(driver="sim"), SamplerConfig(cpu="none", rt_priority=0))
     sampler.start()
     try:
         batches: list[SampleBatch] = []
-        _wait_for(lambda: batches.extend(sampler.read(0.2)) or sum(map(len, batches)) >= 1600)
+        wait_for(lambda: batches.extend(sampler.read(0.2)) or sum(map(len, batches)) >= 1600)
         expected = batches[0].first_index
         assert expected == 0
         for batch in batches:
@@ -76,8 +69,8 @@ def test_real_driver_without_device_reports_not_connected_and_retries(
         return "".join(errors).count("retrying")
 
     try:
-        _wait_for(lambda: "/dev/i2c-250" in sampler.stats().last_error)
-        _wait_for(lambda: retries() >= 3)  # one warning, then a line per retry
+        wait_for(lambda: "/dev/i2c-250" in sampler.stats().last_error)
+        wait_for(lambda: retries() >= 3)  # one warning, then a line per retry
         stats = sampler.stats()
         assert stats.alive and not stats.connected and stats.samples == 0
         assert sampler.read(0.1) == []
@@ -150,7 +143,7 @@ def test_child_exits_when_the_parent_dies() -> None:
         except psutil.NoSuchProcess:
             return True
 
-    _wait_for(gone, timeout_s=5.0)
+    wait_for(gone, timeout_s=5.0)
 
 
 def test_cpu_choice(tmp_path: Path) -> None:
@@ -170,7 +163,7 @@ def test_realtime_and_pinning_are_applied_when_allowed() -> None:
     sampler = Sampler(SensorConfig(driver="sim"), SamplerConfig(cpu=0, rt_priority=10))
     sampler.start()
     try:
-        _wait_for(lambda: sampler.stats().connected)
+        wait_for(lambda: sampler.stats().connected)
         child = psutil.Process(sampler.pid)
         assert child.cpu_affinity() == [0]
         stats = sampler.stats()
@@ -192,7 +185,7 @@ def test_a_reader_that_does_not_wait_keeps_the_wakeup_pipe_empty() -> None:
     sampler = Sampler(SensorConfig(driver="sim"), SamplerConfig(cpu="none", rt_priority=0))
     sampler.start()
     try:
-        _wait_for(lambda: sampler.read(0.2) != [], 30)  # the child is up and sampling
+        wait_for(lambda: sampler.read(0.2) != [], 30)  # the child is up and sampling
         delivered = 0
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:

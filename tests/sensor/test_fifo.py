@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fuzzing import examples
 from wilo_backend.sensor import registers as r
 from wilo_backend.sensor.fifo import SILENT_NS, FifoReader
 from wilo_backend.sensor.mpu6050 import SensorError
@@ -115,7 +116,7 @@ def test_failed_fifo_read_resets_and_goes_on() -> None:
     assert sum(a.shape[0] for a in polls.arrays) > 450
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(
     st.lists(st.integers(min_value=1_000_000, max_value=400_000_000), min_size=5, max_size=40),
     st.floats(min_value=-0.01, max_value=0.01),

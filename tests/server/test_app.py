@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from clocks import FakeClock
 from wilo_backend.release import RUNNING_RELEASE
 from wilo_backend.server.app import WiloServer
 from wilo_backend.store.store import Store
@@ -176,13 +177,17 @@ async def test_second_export_while_one_runs_is_refused(
     loop = asyncio.get_running_loop()
     real_export = store.export_zip
 
+    started = asyncio.Event()
+
     def slow_export() -> Any:
+        loop.call_soon_threadsafe(started.set)
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
         return real_export()
 
     monkeypatch.setattr(store, "export_zip", slow_export)
     await client.ws.send(json.dumps({"command": "export_all_csv_zip", "request_id": "first"}))
-    await asyncio.sleep(0.05)  # let the first export take the only slot
+    async with asyncio.timeout(10):
+        await started.wait()  # the first export holds the only slot
     second = await client.request("export_all_csv_zip")
     assert second["type"] == "zip_export" and "already running" in second["error"]
     release.set()
@@ -336,7 +341,9 @@ async def test_oversized_frame_closes_1009_and_others_go_on(
 async def test_request_flood_is_rate_limited_and_others_are_served(
     make_server: Any,
 ) -> None:
-    server = await make_server(max_requests_per_second=50.0)
+    # the server's clock stands still: the budget refills only when the test moves it
+    server_clock = FakeClock()
+    server = await make_server(max_requests_per_second=50.0, clock=server_clock)
     async with connect(ws_url(server)) as flood_ws, connect(ws_url(server)) as calm_ws:
         flood, calm = Client(flood_ws), Client(calm_ws)
         frames = [json.dumps({"command": "get_status", "request_id": i}) for i in range(1000)]
@@ -364,7 +371,7 @@ async def test_request_flood_is_rate_limited_and_others_are_served(
         assert len(limited) >= 800
         assert server.counters.rate_limited_total == len(limited)
         assert server.counters.busy_total == len(busy)
-        await asyncio.sleep(0.1)  # the budget refills
+        server_clock.now += 1.0  # the budget refills
         assert (await flood.request("get_status"))["type"] == "status"
 
 

@@ -15,13 +15,14 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from clocks import FakeClock
 from wilo_backend.config import ServerConfig
 from wilo_backend.server import app as app_module
 from wilo_backend.server.app import WiloServer
 from wilo_backend.server.limits import open_listener_warning
 from wilo_backend.store.store import Store
 
-from .conftest import Client, Control, FakeMonotonic, http_get, ws_url
+from .conftest import Client, Control, http_get, ws_url
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -58,7 +59,7 @@ async def _raw_exchange(port: int, request: bytes) -> bytes:
 async def test_idle_sockets_count_from_accept_and_a_client_still_gets_in(
     store: Store, control: Control
 ) -> None:
-    clock = FakeMonotonic()
+    clock = FakeClock()
     config = ServerConfig(
         host="127.0.0.1", port=0, max_connections=40, max_connections_per_address=20
     )
@@ -449,7 +450,7 @@ async def test_a_refused_socket_never_becomes_a_connection(
     config = ServerConfig(
         host="127.0.0.1", port=0, max_connections=4, max_connections_per_address=4
     )
-    server = WiloServer(config, store, control, clock=FakeMonotonic())
+    server = WiloServer(config, store, control, clock=FakeClock())
     port = await server.start()
     try:
         kept = await _open_idle(port, 4, "127.0.0.2")
@@ -471,7 +472,7 @@ async def test_a_burst_of_connects_fits_the_listen_queue_before_the_server_accep
     kernel completes every one. With a listen backlog of 512 the rest were dropped at the full
     queue and a token holder among them waited for the 1 s / 3 s SYN-ACK retransmissions."""
     config = ServerConfig(host="127.0.0.1", port=0, max_connections=2000)
-    server = WiloServer(config, store, control, clock=FakeMonotonic())
+    server = WiloServer(config, store, control, clock=FakeClock())
     port = await server.start()  # raises the soft descriptor limit to the hard one
     burst = 1500
     sockets = []
@@ -503,7 +504,7 @@ async def test_every_address_of_the_host_is_served_on_one_port_and_closed_at_sto
 ) -> None:
     """server.host = "" listens on IPv4 and IPv6 (as asyncio's create_server did before the
     service accepted by itself), on one port; stop() closes every listening socket."""
-    server = WiloServer(ServerConfig(host="", port=0), store, control, clock=FakeMonotonic())
+    server = WiloServer(ServerConfig(host="", port=0), store, control, clock=FakeClock())
     port = await server.start()
     served = []
     try:

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fuzzing import examples
 from wilo_backend.model import SampleBatch
 from wilo_backend.server.live import LiveHub, Outbox
 
@@ -83,7 +84,7 @@ def test_frame_rows_have_the_csv_data_shape_and_iso_z_timestamps() -> None:
     ]
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     st.lists(st.integers(1, 120), min_size=1, max_size=60),
     st.lists(st.integers(1, 6), min_size=1, max_size=30),

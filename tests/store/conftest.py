@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from storehelp import FakeClock, Feeder, make_config
+from storehelp import Feeder, make_config
 
+from clocks import FakeClock
 from wilo_backend.store.store import Store
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from clocks import FakeClock
 from wilo_backend.config import StorageConfig
 from wilo_backend.model import SampleBatch
 from wilo_backend.store.csvformat import HEADER
@@ -17,14 +18,6 @@ from wilo_backend.store.store import Store
 PERIOD_NS = 1_250_000
 # 2026-11-27T15:22:00Z
 T0_NS = 1_795_792_920_000_000_000
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Feeder:

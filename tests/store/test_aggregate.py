@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storehelp import FakeClock, Feeder, aggregate_bytes, files_on_disk, make_config, segment_data
+from storehelp import Feeder, aggregate_bytes, files_on_disk, make_config, segment_data
 
+from clocks import FakeClock
+from fuzzing import examples
 from wilo_backend.store.aggregate import Aggregate, collapse_range
 from wilo_backend.store.csvformat import HEADER
 from wilo_backend.store.store import Store
@@ -61,7 +63,9 @@ operation = st.one_of(
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(25),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     max_files=st.integers(1, 4),

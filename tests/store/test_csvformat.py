@@ -10,6 +10,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fuzzing import examples
 from wilo_backend.store import csvformat
 from wilo_backend.store.csvformat import HEADER, format_rows, pad_rows, padding_for, parse_rows
 
@@ -38,7 +39,7 @@ def test_large_values_take_the_slow_path_with_the_same_format() -> None:
 finite = st.floats(min_value=-2000.0, max_value=2000.0, allow_nan=False, allow_infinity=False)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.tuples(finite, finite, finite), min_size=1, max_size=40), st.data())
 def test_round_trip_and_padding(
     rows: list[tuple[float, float, float]], data: st.DataObject
@@ -97,7 +98,7 @@ def test_a_whole_segment_parses_in_bounded_passes_with_the_same_result() -> None
     assert np.allclose(accel_back, np.linalg.norm(xyz, axis=1), atol=1e-5, rtol=1e-12)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     data=st.binary(max_size=400).map(lambda b: b.replace(b"\r", b"\n")),
     extra=st.integers(0, 50),

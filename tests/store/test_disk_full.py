@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from storehelp import FakeClock, Feeder, aggregate_bytes, make_config, segment_data
+from storehelp import Feeder, aggregate_bytes, make_config, segment_data
 
+from clocks import FakeClock
 from wilo_backend.store import store as store_module
 from wilo_backend.store.csvformat import HEADER, parse_rows
 from wilo_backend.store.recovery import _line_ok

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from storehelp import FakeClock, Feeder, aggregate_bytes, files_on_disk, make_config, segment_data
+from storehelp import Feeder, aggregate_bytes, files_on_disk, make_config, segment_data
 
+from clocks import FakeClock
 from wilo_backend.store.aggregate import collapse_range
 from wilo_backend.store.csvformat import HEADER, parse_rows
 from wilo_backend.store.layout import AGGREGATE_NAME

@@ -9,6 +9,7 @@ import psutil
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fuzzing import examples
 from wilo_backend.store.summary import (
     POINT_DTYPE,
     PointRing,
@@ -23,7 +24,7 @@ from wilo_backend.store.summary import (
 T0_NS = 1_795_792_920_000_000_000
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(
     st.lists(st.integers(-5, 5), min_size=1, max_size=200),
     st.lists(st.integers(1, 9), min_size=1, max_size=60),
@@ -67,7 +68,7 @@ def test_ring_wraps_and_reports_what_it_still_covers() -> None:
     assert ring.last_t() == int(t[-1])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     capacity=st.integers(1, 12),
     batches=st.lists(st.lists(st.integers(-50, 50), max_size=15), max_size=8),
@@ -132,7 +133,7 @@ def test_a_new_ring_is_resident_at_once_so_rss_does_not_creep_as_it_fills() -> N
     assert len(ring) == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     values=st.lists(st.integers(0, 6), max_size=300),
     cuts=st.lists(st.integers(0, 300), max_size=6),
