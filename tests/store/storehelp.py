@@ -39,7 +39,8 @@ class Feeder:
         self.index += n
         return batch
 
-    def feed(self, seconds: float, batch_samples: int = 20) -> None:
+    def feed(self, seconds: float, batch_samples: int = 40) -> None:
+        """`seconds` of samples in batches of 50 ms, as the sampler hands them over."""
         total = round(seconds * 800)
         while total > 0:
             n = min(batch_samples, total)
