@@ -33,6 +33,30 @@ class Segment:
 
 
 @dataclass(slots=True)
+class SegmentIndex:
+    """The retained segments: oldest first (recording order), and by relative path."""
+
+    segments: list[Segment] = field(default_factory=list)
+    by_relative: dict[str, Segment] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.segments)
+
+    def reset(self, found: list[Segment]) -> None:
+        self.segments = found
+        self.by_relative = {s.relative: s for s in found}
+
+    def add(self, seg: Segment) -> None:
+        self.segments.append(seg)
+        self.by_relative[seg.relative] = seg
+
+    def pop_oldest(self) -> Segment:
+        seg = self.segments.pop(0)
+        self.by_relative.pop(seg.relative, None)
+        return seg
+
+
+@dataclass(slots=True)
 class OpenRun:
     """Samples gathered for one segment that are not yet on disk."""
 

@@ -27,14 +27,9 @@ from wilo_backend.model import (
 from wilo_backend.store import export as export_mod
 from wilo_backend.store import recovery, retention
 from wilo_backend.store.aggregate import Aggregate, block_bytes, pwrite_all
-from wilo_backend.store.csvformat import (
-    HEADER,
-    format_rows,
-    iter_row_blocks,
-    pad_rows,
-    padding_for,
-    parse_rows_lenient,
-)
+from wilo_backend.store.csvformat import HEADER, format_rows, pad_rows, padding_for
+from wilo_backend.store.evictor import RETRY_SECONDS, TRIM_ERROR, Evictor
+from wilo_backend.store.health import StorageHealth
 from wilo_backend.store.layout import (
     AGGREGATE_NAME,
     EXPORTS_DIR,
@@ -45,24 +40,16 @@ from wilo_backend.store.layout import (
     resolve_segment,
     segment_name,
 )
-from wilo_backend.store.segments import NS_PER_S, OpenRun, Segment, split_points
-from wilo_backend.store.summary import (
-    POINT_DTYPE,
-    Points,
-    Summaries,
-    decimate_chunks,
-    make_points,
-    points_to_rows,
-    summarize_100ms,
-)
+from wilo_backend.store.reader import SegmentReader, folder_tree
+from wilo_backend.store.segments import NS_PER_S, OpenRun, Segment, SegmentIndex, split_points
+from wilo_backend.store.sidecars import SummarySidecars
+from wilo_backend.store.summary import Summaries, points_to_rows
 from wilo_backend.timestamps import iso_z
 
 log = logging.getLogger(__name__)
 
 # While the disk refuses writes, keep at most this much unwritten data, then drop the oldest.
 PENDING_LIMIT_SECONDS = 120.0
-_TRIM_ERROR = "cannot trim the aggregate"
-RETRY_SECONDS = 5.0
 
 
 class Store:
@@ -87,11 +74,8 @@ class Store:
         self._tz = zoneinfo.ZoneInfo(config.timezone)
         self._segment_ns = config.segment_seconds * NS_PER_S
         self._lock = threading.RLock()
-        # One segment parse at a time: each holds ~12 MB of temporaries for a 60 s segment, and
-        # several dashboards clicking at once would otherwise stack them (RSS ≤ 100 MB, SPEC §8).
-        self._csv_read_slot = threading.Lock()
-        self._segments: list[Segment] = []  # retained, oldest first (recording order)
-        self._by_relative: dict[str, Segment] = {}
+        self._reader = SegmentReader()
+        self._index = SegmentIndex()  # retained, oldest first (recording order)
         self._runs: list[OpenRun] = []  # unwritten data, oldest first; last one may be open
         self._open_fds: dict[str, int] = {}
         self._aggregate = Aggregate(self.readings_dir / AGGREGATE_NAME, HEADER, fsync=config.fsync)
@@ -99,21 +83,22 @@ class Store:
         self.summaries = Summaries(window_s, config.raw_memory_seconds, config.segment_seconds)
         self._block = 4096
         self._last_flush = monotonic()
-        self._error = ""
-        self._opened = False
+        self._health = StorageHealth()
+        self._sidecars = SummarySidecars(self.summaries_dir)
+        self._evictor = Evictor(
+            config,
+            self._index,
+            self._aggregate,
+            self._sidecars,
+            self.readings_dir,
+            self._lock,
+            self._health,
+            monotonic=monotonic,
+            free_bytes=free_bytes,
+        )
         self.rows_written = 0
         self.rows_dropped = 0
         self.clock_steps = 0
-        self.evictions = 0
-        self.eviction_seconds: deque[float] = deque(maxlen=1024)  # time on the writer's path
-        self.rebuild_seconds: deque[float] = deque(maxlen=1024)  # background rewrites
-        self._evicting: list[Segment] = []  # out of the index, still at the aggregate's head
-        self._to_delete: list[Segment] = []  # out of the index and the aggregate, file remains
-        self._worker: threading.Thread | None = None
-        self._worker_busy = False
-        self._stopping = False
-        self._rebuild_failed_at = -1e18
-        self._wake = threading.Condition(self._lock)
         self.write_errors = 0
         self.bytes_written = 0
         self.committed_t_ns = 0  # newest sample time known to be on disk (segment + aggregate)
@@ -130,27 +115,27 @@ class Store:
         with self._lock:
             for folder in (self.readings_dir, self.exports_dir, self.summaries_dir):
                 folder.mkdir(parents=True, exist_ok=True)
-            self._block = block_bytes(self.readings_dir)
+            self._block = self._evictor.block = block_bytes(self.readings_dir)
             (self.readings_dir / (AGGREGATE_NAME + ".tmp")).unlink(missing_ok=True)
             self._recover_segments()
             self._aggregate.open()
-            self._by_relative = {s.relative: s for s in self._segments}
             self._reconcile()
-            self._load_summaries()
-            self._opened = True
-            self._enforce_retention(extra=0)
+            for points in self._sidecars.load(self._index.segments):
+                self.summaries.load_100ms(points)
+            self._evictor.enabled = True
+            self._evictor.enforce(self._in_use())
             export_mod.prune_exports(self.exports_dir, self.config)
             self._last_flush = self._monotonic()
             log.info(
                 "store: %d segment(s) retained in %s, aggregate %d bytes",
-                len(self._segments),
+                len(self._index),
                 self.readings_dir,
                 self._aggregate.size,
             )
 
     def _reconcile(self) -> None:
         """Check and repair the aggregate against the segments (start-up, or after a failure)."""
-        extents = [recovery.SegmentExtent(s.path, s.data_bytes) for s in self._segments]
+        extents = [recovery.SegmentExtent(s.path, s.data_bytes) for s in self._index.segments]
         try:
             dropped = recovery.reconcile_aggregate(self._aggregate, extents)
         except OSError as exc:
@@ -158,10 +143,8 @@ class Store:
             self._degrade(f"cannot repair the aggregate: {exc}")
             return
         self._needs_reconcile = False
-        for seg in self._segments[:dropped]:
-            self._delete_segment_files(seg)
-            self._by_relative.pop(seg.relative, None)
-        del self._segments[:dropped]
+        for _ in range(dropped):
+            self._evictor.delete_files(self._index.pop_oldest())
 
     def _recover_segments(self) -> None:
         found: list[Segment] = []
@@ -191,51 +174,7 @@ class Store:
                 continue
             found.append(Segment(rel, path, first, size, path.stat().st_mtime_ns))
         found.sort(key=lambda s: (s.first_t_ns, s.relative))
-        self._segments = found
-
-    def _sidecar(self, relative: str) -> Path:
-        return self.summaries_dir / (relative.replace("/", "_") + ".npy")
-
-    def _load_summaries(self) -> None:
-        for seg in self._segments:
-            sidecar = self._sidecar(seg.relative)
-            points: Points | None = None
-            try:
-                loaded = np.load(sidecar, allow_pickle=False)
-                if loaded.dtype == POINT_DTYPE:
-                    points = loaded
-            except (OSError, ValueError, EOFError):
-                points = None  # missing or torn: rebuilt from the CSV below
-            if points is None:
-                points = self._summarize_file(seg)
-                self._write_sidecar(seg.relative, points)
-            self.summaries.load_100ms(points)
-        for stray in [*self.summaries_dir.glob("*.npy"), *self.summaries_dir.glob("*.tmp")]:
-            rel = stray.name[: -len(".npy")]
-            if not any(self._sidecar(s.relative).name == stray.name for s in self._segments):
-                log.debug("removing stale summary %s", rel)
-                stray.unlink(missing_ok=True)
-
-    def _summarize_file(self, seg: Segment) -> Points:
-        try:
-            data = seg.path.read_bytes()[len(HEADER) : seg.size]
-        except OSError as exc:
-            log.error("segment %s unreadable (%s); its history is not shown", seg.relative, exc)
-            return np.empty(0, dtype=POINT_DTYPE)
-        t, xyz, accel = parse_rows_lenient(data)
-        return summarize_100ms(make_points(t, xyz, accel))
-
-    def _write_sidecar(self, relative: str, points: Points) -> None:
-        target = self._sidecar(relative)
-        tmp = target.with_name(target.name + ".tmp")
-        try:
-            with tmp.open("wb") as f:
-                np.save(f, points, allow_pickle=False)
-            tmp.replace(target)
-        except OSError as exc:
-            log.warning(
-                "summary for %s not saved (%s); it is rebuilt from CSV at start-up", relative, exc
-            )
+        self._index.reset(found)
 
     def close_segment(self) -> None:
         """Flush and close the open segment; the next append starts a new one."""
@@ -249,19 +188,14 @@ class Store:
         """Final flush (SIGTERM); the aggregate is consistent afterwards."""
         self.close_segment()
         self.wait_idle()
-        with self._lock:
-            self._stopping = True
-            self._wake.notify_all()
-            worker, self._worker = self._worker, None
-        if worker is not None:
-            worker.join(timeout=30)
+        self._evictor.stop()
         with self._lock:
             for fd in self._open_fds.values():
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self._open_fds.clear()
             self._aggregate.close()
-            self._opened = False
+            self._evictor.enabled = False
 
     # ---------------------------------------------------------------- writing
 
@@ -299,7 +233,7 @@ class Store:
                 run = self._start_run(int(t_ns[a]))
                 self._extend_run(run, t_ns[a:b], xyz[a:b], batch.first_index + a)
             self._bound_pending()
-            if (rotated and not self._error) or self._flush_due():
+            if (rotated and not self._health.error) or self._flush_due():
                 self._flush()
         self._notify()
 
@@ -313,7 +247,7 @@ class Store:
     def _flush_due(self) -> bool:
         # while the disk fails, retry less often: each attempt formats the whole backlog
         interval = self.config.flush_seconds
-        if self._error:
+        if self._health.error:
             interval = max(interval, RETRY_SECONDS)
         return self._monotonic() - self._last_flush >= interval
 
@@ -328,7 +262,7 @@ class Store:
         for suffix in range(MAX_SUFFIX + 1):
             relative = name.relative(suffix)
             if (
-                relative not in self._by_relative
+                relative not in self._index.by_relative
                 and relative not in planned
                 and not (self.readings_dir / relative).exists()
             ):
@@ -366,7 +300,7 @@ class Store:
         """Run new-file callbacks outside the lock (the server may call back into the store)."""
         with self._lock:
             queue, self._notify_queue = self._notify_queue, []
-            total = len(self._segments)
+            total = len(self._index)
         if self._on_new_file is None:
             return
         for relative in queue:
@@ -405,10 +339,9 @@ class Store:
         )
         run.segment = seg
         self._open_fds[run.relative] = fd
-        self._segments.append(seg)
-        self._by_relative[seg.relative] = seg
+        self._index.add(seg)
         self._queue_notify(seg.relative)
-        self._enforce_retention(extra=0)
+        self._evictor.enforce(self._in_use())
         return True
 
     def _flush(self) -> None:
@@ -427,12 +360,13 @@ class Store:
             self._reconcile()
             if self._needs_reconcile:
                 return
-        if self._error and not self._error.startswith(_TRIM_ERROR):
-            log.warning("storage: writing again after: %s", self._error)
-            self._error = ""
-        if self._evicting and self._rebuild_due():
-            self._start_background()
-        self._enforce_retention(extra=0)
+        health = self._health
+        if health.error and not health.error.startswith(TRIM_ERROR):
+            log.warning("storage: writing again after: %s", health.error)
+            health.error = ""
+        if self._evictor.evicting and self._evictor.rebuild_due():
+            self._evictor.wake()
+        self._evictor.enforce(self._in_use())
 
     def _write_run(self, run: OpenRun) -> None:
         seg = run.segment
@@ -473,218 +407,58 @@ class Store:
         ring = self.summaries.level_100ms.ring
         points = ring.slice_total(seg.summary_total, ring.total)
         points = points[(points["t"] >= seg.first_t_ns) & (points["t"] <= run.last_t_ns)]
-        self._write_sidecar(seg.relative, points)
+        self._sidecars.write(seg.relative, points)
 
     def _degrade(self, message: str) -> None:
-        if message != self._error:
-            log.error("storage degraded: %s; samples are kept in memory and retried", message)
-        self._error = message
+        self._health.degrade(message)
 
-    # ---------------------------------------------------------------- retention
+    # ---------------------------------------------------------------- retention (evictor.py)
 
     def _in_use(self) -> set[str]:
         return {r.relative for r in self._runs}
 
-    def _enforce_retention(self, extra: int) -> None:
-        if not self._opened:
-            return
-        in_use = self._in_use()
-        while retention.excess_files(len(self._segments) + extra, self.config.max_files):
-            if not self._evict_oldest(in_use, defer_delete=True):
-                return
-        # (a background trim frees its space only when done: wait for it before evicting more)
-        while not self._evicting and retention.below_floor(
-            self._free_bytes(self.readings_dir), self.config.min_free_mb
-        ):
-            if not self._evict_oldest(in_use, defer_delete=False):
-                return
-
-    def _evict_oldest(self, in_use: set[str], *, defer_delete: bool) -> bool:
-        """Drop the oldest retained segment from the aggregate, then from disk.
-
-        O(1) by COLLAPSE_RANGE where possible, the file then deleted by the background thread
-        (or at once when space is short); otherwise the segment leaves the index now and the
-        background thread rewrites the aggregate without it, deleting its file afterwards.
-        Start-up finishes either if the process dies in between.
-        """
-        if not self._segments or self._segments[0].relative in in_use:
-            return False
-        seg = self._segments[0]
-        started = time.perf_counter()
-        if (
-            not self._evicting
-            and self._aggregate.can_collapse(seg.data_bytes, self._block)
-            and self._collapse(seg)
-        ):
-            self._segments.pop(0)
-            self._by_relative.pop(seg.relative, None)
-            if defer_delete:
-                self._to_delete.append(seg)
-                self._start_background()
-            else:
-                self._delete_segment_files(seg)
-            self.evictions += 1
-            self.eviction_seconds.append(time.perf_counter() - started)
-            return True
-        if self._error.startswith(_TRIM_ERROR) and not self._rebuild_due():
-            return False
-        self._segments.pop(0)
-        self._by_relative.pop(seg.relative, None)
-        self._evicting.append(seg)
-        self._start_background()
-        self.eviction_seconds.append(time.perf_counter() - started)
-        return True
-
-    def _collapse(self, seg: Segment) -> bool:
-        try:
-            return self._aggregate.collapse_head(seg.data_bytes)
-        except OSError as exc:
-            self._degrade(f"{_TRIM_ERROR}: {exc}")
-            return False
-
-    def _rebuild_due(self) -> bool:
-        return self._monotonic() - self._rebuild_failed_at >= RETRY_SECONDS
-
-    def _start_background(self) -> None:
-        """Wake the background worker (started on first use, then kept: no thread per eviction)."""
-        if self._worker is None and self._opened:
-            self._worker = threading.Thread(
-                target=self._background_worker, name="wilo-store-background", daemon=True
-            )
-            self._worker.start()
-        self._wake.notify_all()
-
-    def _has_background_work(self) -> bool:
-        return bool(self._to_delete) or (bool(self._evicting) and self._rebuild_due())
-
-    def _background_worker(self) -> None:
-        """Delete evicted files; where the aggregate cannot collapse, trim evicted segments off
-        it by a streaming copy. All off the writer's path."""
-        with self._lock:
-            while True:
-                self._wake.wait_for(lambda: self._has_background_work() or self._stopping)
-                if self._stopping:
-                    return
-                self._worker_busy = True
-                try:
-                    self._background_step()
-                finally:
-                    self._worker_busy = False
-                    self._wake.notify_all()
-
-    def _background_step(self) -> None:
-        """One round of background work; called and returns with the lock held."""
-        doomed, self._to_delete = self._to_delete, []
-        self._lock.release()
-        try:
-            for seg in doomed:
-                self._unlink_segment(seg)
-        finally:
-            self._lock.acquire()
-        for seg in doomed:
-            retention.remove_empty_parents(seg.path, self.readings_dir)
-        batch = list(self._evicting)
-        if not batch or not self._rebuild_due():
-            return
-        drop_bytes = sum(s.data_bytes for s in batch)
-        end = self._aggregate.size
-        started = time.perf_counter()
-        self._lock.release()
-        try:
-            job = self._aggregate.trim_copy(drop_bytes, end)
-        except OSError as exc:
-            self._lock.acquire()
-            self._rebuild_failed(exc)
-            return
-        self._lock.acquire()
-        try:
-            self._aggregate.trim_finish(job)
-        except OSError as exc:
-            self._rebuild_failed(exc)
-            return
-        for seg in batch:
-            self._delete_segment_files(seg)
-            self._evicting.remove(seg)
-            self.evictions += 1
-        self.rebuild_seconds.append(time.perf_counter() - started)
-        if self._error.startswith(_TRIM_ERROR):
-            self._error = ""
-
-    def _rebuild_failed(self, exc: OSError) -> None:
-        self._degrade(f"{_TRIM_ERROR}: {exc}")
-        self._rebuild_failed_at = self._monotonic()
-
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until the background worker has nothing left it can do now (tests, shutdown)."""
-        with self._lock:
-            return self._wake.wait_for(
-                lambda: not self._worker_busy and not self._has_background_work(), timeout
-            )
+        return self._evictor.wait_idle(timeout)
 
-    def _delete_segment_files(self, seg: Segment) -> None:
-        self._unlink_segment(seg)
-        retention.remove_empty_parents(seg.path, self.readings_dir)
+    @property
+    def evictions(self) -> int:
+        return self._evictor.evictions
 
-    def _unlink_segment(self, seg: Segment) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            seg.path.unlink()
-        self._sidecar(seg.relative).unlink(missing_ok=True)
+    @property
+    def eviction_seconds(self) -> deque[float]:
+        """Time each eviction took on the writer's path."""
+        return self._evictor.eviction_seconds
+
+    @property
+    def rebuild_seconds(self) -> deque[float]:
+        """Time each background rewrite of the aggregate took."""
+        return self._evictor.rebuild_seconds
 
     # ---------------------------------------------------------------- ReadingsView
 
     def file_list(self) -> list[str]:
         with self._lock:
-            return [s.relative for s in reversed(self._segments)]
+            return [s.relative for s in reversed(self._index.segments)]
 
     def folder_structure(self) -> dict[str, Any]:
         with self._lock:
-            entries = [(s.relative, s.size, s.mtime_ns) for s in self._segments]
-        tree: dict[str, Any] = {}
-        for relative, size, mtime_ns in entries:
-            year, month, week, day, filename = relative.split("/")
-            files = tree.setdefault(year, {}).setdefault(month, {}).setdefault(week, {})
-            files.setdefault(day, []).append(
-                {
-                    "filename": filename,
-                    "path": relative,
-                    "size": size,
-                    # Unix seconds, a number: the dashboard multiplies it by 1000 (SPEC §5)
-                    "modified": round(mtime_ns / 1e9, 3),
-                }
-            )
-        return tree
+            entries = [(s.relative, s.size, s.mtime_ns) for s in self._index.segments]
+        return folder_tree(entries)
 
     def resolve(self, relative: str) -> Path:
         check_relative(relative)
         with self._lock:
-            if relative not in self._by_relative:
+            if relative not in self._index.by_relative:
                 raise PathRejectedError(f"file {relative!r} is not a retained segment")
         return resolve_segment(self.readings_dir, relative)
 
     def read_csv(self, relative: str, max_points: int) -> list[dict[str, Any]]:
         path = self.resolve(relative)
         with self._lock:
-            seg = self._by_relative.get(relative)
+            seg = self._index.by_relative.get(relative)
             committed = seg.size if seg else 0
-        length = max(0, committed - len(HEADER))
-        # One 256 KiB block at a time, counted in a first pass so the decimation buckets are
-        # those of the whole file: parsing the whole file at once held 7.2 MiB for a moment per
-        # request on a 3.2 MB segment (3.2 MiB now; bench/transients.py), which showed in the
-        # soak's RSS peaks.
-        with self._csv_read_slot:
-            try:
-                with path.open("rb") as f:
-                    f.seek(len(HEADER))
-                    rows = sum(block.count(b"\n") for block in iter_row_blocks(f, length))
-                    f.seek(len(HEADER))
-                    chunks = (
-                        make_points(*parse_rows_lenient(block))
-                        for block in iter_row_blocks(f, length)
-                    )
-                    points = decimate_chunks(chunks, rows, max(1, max_points))
-            except FileNotFoundError:
-                raise PathRejectedError(f"file {relative!r} was rotated out") from None
-        return points_to_rows(points)
+        return self._reader.read(path, relative, committed, max_points)
 
     def recent(self, seconds: float, max_points: int) -> list[dict[str, Any]]:
         with self._lock:
@@ -693,7 +467,7 @@ class Store:
 
     def export_zip(self) -> ExportResult:
         with self._lock:
-            retained = [(s.relative, s.path, s.size) for s in self._segments]
+            retained = [(s.relative, s.path, s.size) for s in self._index.segments]
         return export_mod.write_export(self.data_dir, self.config, retained)
 
     def export_path(self, filename: str) -> Path:
@@ -701,16 +475,17 @@ class Store:
 
     def status(self) -> StorageStatus:
         with self._lock:
+            segments = self._index.segments
             try:
                 free = self._free_bytes(self.readings_dir)
             except OSError:
                 free = 0
             return StorageStatus(
-                healthy=not self._error,
-                error=self._error,
-                file_count=len(self._segments),
-                latest_file=self._segments[-1].relative if self._segments else None,
-                bytes_retained=sum(s.size for s in self._segments) + self._aggregate.size,
+                healthy=not self._health.error,
+                error=self._health.error,
+                file_count=len(self._index),
+                latest_file=segments[-1].relative if segments else None,
+                bytes_retained=sum(s.size for s in segments) + self._aggregate.size,
                 free_bytes=free,
                 rows_written=self.rows_written,
                 clock_steps=self.clock_steps,
@@ -721,7 +496,7 @@ class Store:
 
     def segment_sizes(self) -> list[tuple[str, int]]:
         with self._lock:
-            return [(s.relative, s.size) for s in self._segments]
+            return [(s.relative, s.size) for s in self._index.segments]
 
     @property
     def pending_rows(self) -> int:
