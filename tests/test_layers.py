@@ -9,10 +9,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "backend" / "wilo_backend"
 
 # what each part may import (besides itself); anything else is an upward or sideways import
-BASE = {"model", "config", "timestamps", "heap", "sdnotify", "web", "release"}
+BASE = {"model", "config", "timestamps", "durable", "heap", "sdnotify", "web", "release"}
 ALLOWED = {
     "model": set(),
     "timestamps": {"model"},
+    "durable": set(),
     "config": {"model"},
     "heap": set(),
     "sdnotify": set(),
@@ -20,8 +21,8 @@ ALLOWED = {
     "release": set(),
     "sensor": {"model"},
     "sampler": {"model", "config", "sensor"},
-    "store": {"model", "config", "timestamps"},
-    "analytics": {"model", "config", "timestamps"},
+    "store": {"model", "config", "timestamps", "durable"},
+    "analytics": {"model", "config", "timestamps", "durable"},
     "server": {"model", "config", "store", "web", "release"},  # /healthz names the release
     "service": BASE | {"sampler", "store", "server", "analytics"},
     # status_client asks a running service over its socket: a client of the protocol, no server

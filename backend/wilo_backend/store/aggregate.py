@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from wilo_backend.durable import pwrite_all
+
 FALLOC_FL_COLLAPSE_RANGE = 0x08
 _COPY_CHUNK_BYTES = 1 << 20
 
@@ -57,16 +59,6 @@ def collapse_supported_in(folder: Path) -> bool:
 def block_bytes(path: Path) -> int:
     """Filesystem block size, the unit COLLAPSE_RANGE works in."""
     return int(os.statvfs(path).f_bsize)
-
-
-def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        if written <= 0:
-            raise OSError(errno.EIO, "pwrite wrote nothing")
-        view = view[written:]
-        offset += written
 
 
 def copy_range(src_fd: int, dst_fd: int, src_offset: int, length: int, dst_offset: int) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from wilo_backend.config import StorageConfig
+from wilo_backend.durable import remove_empty_parents
 from wilo_backend.store import retention
 from wilo_backend.store.aggregate import Aggregate, TrimJob
 from wilo_backend.store.health import StorageHealth
@@ -130,7 +131,7 @@ class Evictor:
     def delete_files(self, seg: Segment) -> None:
         """A segment's file and sidecar, then its folders while empty."""
         self._unlink(seg)
-        retention.remove_empty_parents(seg.path, self._readings_dir)
+        remove_empty_parents(seg.path, self._readings_dir)
 
     def _unlink(self, seg: Segment) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -181,7 +182,7 @@ class Evictor:
             for seg in doomed:
                 self._unlink(seg)
         for seg in doomed:
-            retention.remove_empty_parents(seg.path, self._readings_dir)
+            remove_empty_parents(seg.path, self._readings_dir)
 
     def _trim_round(self) -> None:
         """The aggregate without the evicted segments at its head, by a streaming copy."""

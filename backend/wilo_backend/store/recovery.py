@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from wilo_backend.store.aggregate import Aggregate, copy_range, pwrite_all
+from wilo_backend.durable import complete_prefix, pwrite_all
+from wilo_backend.store.aggregate import Aggregate, copy_range
 from wilo_backend.store.csvformat import HEADER, TIMESTAMP_BYTES, pad_rows, padding_for
 from wilo_backend.store.layout import is_segment_relative
 from wilo_backend.timestamps import parse_iso_z
@@ -57,19 +58,8 @@ def repair_tail(path: Path, size: int) -> int:
         start = max(len(HEADER), size - _REPAIR_BYTES)
         f.seek(start)
         tail = f.read(size - start)
-    keep = len(tail)
-    while True:
-        end = tail.rfind(b"\n", 0, keep)
-        if end < 0:
-            keep = 0
-            break
-        line_start = tail.rfind(b"\n", 0, end) + 1
-        # a line cut by the read window was written long before: trust it
-        if (line_start == 0 and start > len(HEADER)) or _line_ok(tail[line_start:end]):
-            keep = end + 1
-            break
-        keep = line_start
-    new_size = start + keep
+    # a line cut by the read window was written long before: trusted
+    new_size = start + complete_prefix(tail, _line_ok, trust_first=start > len(HEADER))
     if new_size != size:
         log.warning("segment %s: cut %d bytes of a torn last row", path, size - new_size)
         os.truncate(path, new_size)

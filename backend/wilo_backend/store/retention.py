@@ -1,8 +1,7 @@
-"""Retention policy: how many of the oldest segments must go, and tidying emptied folders."""
+"""Retention policy: how many of the oldest segments must go, and when free space is short."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -23,14 +22,3 @@ def free_bytes_of(path: Path) -> int:
     """Bytes available to an unprivileged writer on the filesystem holding `path`."""
     st = os.statvfs(path)
     return int(st.f_bavail * st.f_frsize)
-
-
-def remove_empty_parents(path: Path, stop: Path) -> None:
-    """Remove `path`'s parent folders while empty, up to but not including `stop`."""
-    folder = path.parent
-    while folder != stop and stop in folder.parents:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-        if folder.exists():
-            return
-        folder = folder.parent

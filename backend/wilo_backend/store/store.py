@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from wilo_backend.config import StorageConfig
+from wilo_backend.durable import pwrite_all, remove_empty_parents
 from wilo_backend.model import (
     OUTPUT_RATE_HZ,
     ExportResult,
@@ -26,7 +27,7 @@ from wilo_backend.model import (
 )
 from wilo_backend.store import export as export_mod
 from wilo_backend.store import recovery, retention
-from wilo_backend.store.aggregate import Aggregate, block_bytes, pwrite_all
+from wilo_backend.store.aggregate import Aggregate, block_bytes
 from wilo_backend.store.csvformat import HEADER, format_rows, pad_rows, padding_for
 from wilo_backend.store.evictor import RETRY_SECONDS, TRIM_ERROR, Evictor
 from wilo_backend.store.health import StorageHealth
@@ -155,14 +156,14 @@ class Store:
                 if size <= len(HEADER):
                     # a segment created but never written: nothing of it is in the aggregate
                     path.unlink(missing_ok=True)
-                    retention.remove_empty_parents(path, self.readings_dir)
+                    remove_empty_parents(path, self.readings_dir)
                 else:
                     log.error("segment %s has no CSV header; left alone, not retained", rel)
                 continue
             size = recovery.repair_tail(path, size)
             if size <= len(HEADER):
                 path.unlink(missing_ok=True)
-                retention.remove_empty_parents(path, self.readings_dir)
+                remove_empty_parents(path, self.readings_dir)
                 continue
             try:
                 size = recovery.pad_tail(path, size, self._block)
