@@ -31,8 +31,9 @@ import psutil
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
+from bench.launch import start_service
+
 TOKEN = "bench-abuse-token-7c1e"  # noqa: S105 (a throwaway service on loopback)
-LISTENING = re.compile(r"listening on [^ ]+:(\d+)")
 METRIC = re.compile(r"^(wilo_[a-z_]+)(\{[^}]*\})? (\S+)$", re.M)
 # LimitNOFILE of the unit (ansible/roles/wilo_backend defaults)
 SERVICE_NOFILE = 4096
@@ -353,25 +354,8 @@ def _start_service(base: Path, server_keys: str = "") -> tuple[subprocess.Popen[
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (SERVICE_NOFILE, SERVICE_NOFILE))
 
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("WILO_")}
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "wilo_backend.cli", "run", "--config", str(config)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=environ,
-            preexec_fn=limit,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        match = LISTENING.search(log_path.read_text(errors="replace"))
-        if match:
-            return process, int(match.group(1)), log_path
-        if process.poll() is not None:
-            raise RuntimeError("service exited:\n" + log_path.read_text(errors="replace"))
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("service did not come up in 60 s")
+    process, port = start_service(config, log_path, preexec_fn=limit)
+    return process, port, log_path
 
 
 def _run_phase(phase: Phase, port: int, pid: int, log_path: Path, seconds: float) -> list[str]:

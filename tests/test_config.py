@@ -114,3 +114,15 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert "storage.max_files" in err
     assert "storage.what: unknown key" in err
+
+
+def test_a_retired_key_says_what_to_do(tmp_path: Path) -> None:
+    """sensor.rate_hz was a setting with one allowed value; a file that still has it is told
+    to delete the line rather than that the key is unknown."""
+    path = tmp_path / "wilo.toml"
+    path.write_text("[sensor]\nrate_hz = 800.0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "sensor.rate_hz: removed: the output rate is always 800 Hz; delete this line" in str(
+        caught.value
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from wilo_backend.config import Config, config_to_toml
+from wilo_backend.model import OUTPUT_RATE_HZ
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -74,7 +75,7 @@ def stated(pattern: str) -> tuple[str, ...]:
 
 def test_the_numbers_the_readme_states_are_the_code_defaults() -> None:
     c = Config()
-    assert float(stated(r"sampled at \*\*(\d+) Hz\*\*")[0]) == c.sensor.rate_hz
+    assert float(stated(r"sampled at \*\*(\d+) Hz\*\*")[0]) == OUTPUT_RATE_HZ
     files, hours = stated(r"\*\*(\d+) one-minute segments = (\d+) hours\*\*")
     assert int(files) == c.storage.max_files and c.storage.segment_seconds == 60
     assert c.storage.max_files * c.storage.segment_seconds == int(hours) * 3600

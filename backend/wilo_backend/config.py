@@ -10,7 +10,7 @@ import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_PATH = Path("/etc/wilo-backend/config.toml")
@@ -125,7 +125,6 @@ class SensorConfig:
         "resample", _choice("resample", "direct"), "1 kHz + 5:4 resampler, or 8 kHz / 10"
     )
     accel_range_g: int = _setting(2, _choice(2, 4, 8, 16), "full-scale range, g")
-    rate_hz: float = _setting(800.0, _choice(800.0), "output sample rate, Hz")
     # 20 ms: 50 polls a second inside SPEC's 10-25 ms (the FIFO holds 170 ms); at 15 ms the
     # simulated sensor's process took 10.3 % of a core, at 20 ms 8.4 % (issue 20)
     fifo_poll_ms: float = _setting(20.0, _between(5.0, 100.0), "FIFO_COUNT poll interval, ms")
@@ -307,10 +306,18 @@ def _coerce(value: Any, default: Any, key: str, problems: list[str]) -> Any:
     return value
 
 
+# Keys that existed once: a file that still has one is told what to do, not just "unknown".
+RETIRED_KEYS: Final = {
+    "sensor.rate_hz": "removed: the output rate is always 800 Hz; delete this line",
+}
+
+
 def _build(cls: type[Any], raw: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     for name in raw:
-        if name not in known:
+        if prefix + name in RETIRED_KEYS:
+            problems.append(f"{prefix}{name}: {RETIRED_KEYS[prefix + name]}")
+        elif name not in known:
             problems.append(f"{prefix}{name}: unknown key (known: {', '.join(sorted(known))})")
     values: dict[str, Any] = {}
     for name, f in known.items():

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from bench.launch import start_service
 from websockets.sync.client import ClientConnection, connect
 
 REPO = Path(__file__).resolve().parents[2]
 ROLE = REPO / "ansible" / "roles" / "wilo_backend"
 TOKEN = "s3cr3t-Tok3n-4f9b2c"
-LISTENING = re.compile(r"listening on [^ ]+:(\d+)")
 
 
 def _ask(ws: ClientConnection, command: str, **fields: Any) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def _get(url: str) -> tuple[int, bytes, str]:
 
 def _start(
     tmp_path: Path, *, log_level: str = "DEBUG", preexec_fn: Callable[[], None] | None = None
-) -> tuple[subprocess.Popen[str], int, Path]:
+) -> tuple[subprocess.Popen[bytes], int, Path]:
     """The real `wilo-backend run` with a token, the simulator and `log_level`; (process, port,
     log path). `preexec_fn` runs in the child before the service (e.g. to set a limit)."""
     config = tmp_path / "config.toml"
@@ -57,25 +57,8 @@ def _start(
         f'[log]\nlevel = "{log_level}"\n'
     )
     log_path = tmp_path / "service.log"
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("WILO_")}
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "wilo_backend.cli", "run", "--config", str(config)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env=environ,
-            text=True,
-            preexec_fn=preexec_fn,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        match = LISTENING.search(log_path.read_text())
-        if match:
-            return process, int(match.group(1)), log_path
-        assert process.poll() is None, log_path.read_text()
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError("service did not start:\n" + log_path.read_text())
+    process, port = start_service(config, log_path, preexec_fn=preexec_fn, timeout_s=30)
+    return process, port, log_path
 
 
 def test_token_is_never_logged_or_echoed_and_exports_need_it(tmp_path: Path) -> None:

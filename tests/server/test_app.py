@@ -111,7 +111,7 @@ async def test_recent_data_is_time_ordered_with_file_count(client: Client) -> No
 async def test_new_file_is_pushed_to_clients(
     server: WiloServer, client: Client, feed: DataFeed, store: Store
 ) -> None:
-    store._on_new_file = server.notify_new_file  # the wiring service.py does
+    store.on_new_file = server.notify_new_file  # the wiring service.py does
     await client.next_push("status")
     feed.seconds(2)
     pushed = await client.next_push("new_file")

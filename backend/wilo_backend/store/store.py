@@ -69,7 +69,8 @@ class Store:
         self.readings_dir = self.data_dir / READINGS_DIR
         self.exports_dir = self.data_dir / EXPORTS_DIR
         self.summaries_dir = self.data_dir / SUMMARIES_DIR
-        self._on_new_file = on_new_file
+        # told (relative, total) of each new segment, outside the lock; may be set after start
+        self.on_new_file = on_new_file
         self._monotonic = monotonic
         self._free_bytes = free_bytes
         self._tz = zoneinfo.ZoneInfo(config.timezone)
@@ -302,11 +303,11 @@ class Store:
         with self._lock:
             queue, self._notify_queue = self._notify_queue, []
             total = len(self._index)
-        if self._on_new_file is None:
+        if self.on_new_file is None:
             return
         for relative in queue:
             try:
-                self._on_new_file(relative, total)
+                self.on_new_file(relative, total)
             except Exception:
                 log.exception("new-file callback failed for %s", relative)
 
