@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import psutil
 
+from bench.spectrum import spur_db
 from wilo_backend.config import SamplerConfig, SensorConfig, SimConfig
 from wilo_backend.model import OUTPUT_RATE_HZ, Float64Array, SampleBatch
 from wilo_backend.sampler.process import Sampler
 from wilo_backend.sampler.transport import RingReader, RingWriter, ring_bytes
-from wilo_backend.sensor.spectrum import spur_db
 
 TONE_HZ = 100.0
 WARMUP_S = 1.5

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from bench.spectrum import spur_db
 
 from wilo_backend.sensor.resample import Resampler
-from wilo_backend.sensor.spectrum import spur_db
 
 
 def _run(rate_in: float, seconds: float, tone_hz: float = 100.0, seed: int = 0):  # type: ignore[no-untyped-def]

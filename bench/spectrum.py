@@ -1,4 +1,5 @@
-"""Signal-quality figure of the acquisition chain: the highest spurious line beside a tone."""
+"""Signal-quality figure of the acquisition chain (bench and tests, not shipped): the highest
+spurious line beside a tone."""
 
 from __future__ import annotations
 
