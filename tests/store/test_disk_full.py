@@ -13,7 +13,9 @@ import pytest
 from storehelp import Feeder, aggregate_bytes, make_config, segment_data
 
 from clocks import FakeClock
+from wilo_backend.durable import pwrite_all
 from wilo_backend.store import store as store_module
+from wilo_backend.store import writer as writer_module
 from wilo_backend.store.csvformat import HEADER, parse_rows
 from wilo_backend.store.recovery import _line_ok
 from wilo_backend.store.store import Store
@@ -86,7 +88,7 @@ def test_injected_io_error_is_undone_and_retried(
         if failures["left"]:
             failures["left"] -= 1
             # half of the data reaches the file before the error, as a real EIO might leave it
-            store_module.pwrite_all(self.fd, data[: len(data) // 2], self.size)
+            pwrite_all(self.fd, data[: len(data) // 2], self.size)
             self.truncate(self.size)
             raise OSError(errno.EIO, "Input/output error")
         real_append(self, data)
@@ -106,7 +108,7 @@ def test_backlog_is_bounded_while_the_disk_refuses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = FakeClock()
-    monkeypatch.setattr(store_module, "PENDING_LIMIT_SECONDS", 2.0)
+    monkeypatch.setattr(writer_module, "PENDING_LIMIT_SECONDS", 2.0)
     store = Store(make_config(tmp_path, segment_seconds=60), monotonic=clock)
     store.open()
     feeder = Feeder(store, clock)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import logging
-import os
 import threading
 import time
 import zoneinfo
@@ -14,12 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from wilo_backend.config import StorageConfig
-from wilo_backend.durable import pwrite_all, remove_empty_parents
+from wilo_backend.durable import remove_empty_parents
 from wilo_backend.model import (
-    OUTPUT_RATE_HZ,
     ExportResult,
     PathRejectedError,
     SampleBatch,
@@ -28,29 +22,24 @@ from wilo_backend.model import (
 from wilo_backend.store import export as export_mod
 from wilo_backend.store import recovery, retention
 from wilo_backend.store.aggregate import Aggregate, block_bytes
-from wilo_backend.store.csvformat import HEADER, format_rows, pad_rows, padding_for
-from wilo_backend.store.evictor import RETRY_SECONDS, TRIM_ERROR, Evictor
+from wilo_backend.store.csvformat import HEADER
+from wilo_backend.store.evictor import Evictor
 from wilo_backend.store.health import StorageHealth
 from wilo_backend.store.layout import (
     AGGREGATE_NAME,
     EXPORTS_DIR,
-    MAX_SUFFIX,
     READINGS_DIR,
     SUMMARIES_DIR,
     check_relative,
     resolve_segment,
-    segment_name,
 )
 from wilo_backend.store.reader import SegmentReader, folder_tree
-from wilo_backend.store.segments import NS_PER_S, OpenRun, Segment, SegmentIndex, split_points
+from wilo_backend.store.segments import NS_PER_S, Segment, SegmentIndex
 from wilo_backend.store.sidecars import SummarySidecars
 from wilo_backend.store.summary import Summaries, points_to_rows
-from wilo_backend.timestamps import iso_z
+from wilo_backend.store.writer import SegmentWriter
 
 log = logging.getLogger(__name__)
-
-# While the disk refuses writes, keep at most this much unwritten data, then drop the oldest.
-PENDING_LIMIT_SECONDS = 120.0
 
 
 class Store:
@@ -78,13 +67,9 @@ class Store:
         self._lock = threading.RLock()
         self._reader = SegmentReader()
         self._index = SegmentIndex()  # retained, oldest first (recording order)
-        self._runs: list[OpenRun] = []  # unwritten data, oldest first; last one may be open
-        self._open_fds: dict[str, int] = {}
         self._aggregate = Aggregate(self.readings_dir / AGGREGATE_NAME, HEADER, fsync=config.fsync)
         window_s = config.max_files * config.segment_seconds
         self.summaries = Summaries(window_s, config.raw_memory_seconds, config.segment_seconds)
-        self._block = 4096
-        self._last_flush = monotonic()
         self._health = StorageHealth()
         self._sidecars = SummarySidecars(self.summaries_dir)
         self._evictor = Evictor(
@@ -98,17 +83,18 @@ class Store:
             monotonic=monotonic,
             free_bytes=free_bytes,
         )
-        self.rows_written = 0
-        self.rows_dropped = 0
-        self.clock_steps = 0
-        self.write_errors = 0
-        self.bytes_written = 0
-        self.committed_t_ns = 0  # newest sample time known to be on disk (segment + aggregate)
-        self._pending_limit_rows = int(
-            max(PENDING_LIMIT_SECONDS, 2 * config.flush_seconds) * OUTPUT_RATE_HZ
+        self._writer = SegmentWriter(
+            config,
+            self.readings_dir,
+            self._index,
+            self._aggregate,
+            self.summaries,
+            self._sidecars,
+            self._evictor,
+            self._health,
+            monotonic=monotonic,
+            reconcile=self._reconcile,
         )
-        self._notify_queue: list[str] = []
-        self._needs_reconcile = False
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -117,7 +103,7 @@ class Store:
         with self._lock:
             for folder in (self.readings_dir, self.exports_dir, self.summaries_dir):
                 folder.mkdir(parents=True, exist_ok=True)
-            self._block = self._evictor.block = block_bytes(self.readings_dir)
+            self._writer.block = self._evictor.block = block_bytes(self.readings_dir)
             (self.readings_dir / (AGGREGATE_NAME + ".tmp")).unlink(missing_ok=True)
             self._recover_segments()
             self._aggregate.open()
@@ -125,9 +111,9 @@ class Store:
             for points in self._sidecars.load(self._index.segments):
                 self.summaries.load_100ms(points)
             self._evictor.enabled = True
-            self._evictor.enforce(self._in_use())
+            self._evictor.enforce(self._writer.in_use())
             export_mod.prune_exports(self.exports_dir, self.config)
-            self._last_flush = self._monotonic()
+            self._writer.restart_flush_clock()
             log.info(
                 "store: %d segment(s) retained in %s, aggregate %d bytes",
                 len(self._index),
@@ -141,10 +127,10 @@ class Store:
         try:
             dropped = recovery.reconcile_aggregate(self._aggregate, extents)
         except OSError as exc:
-            self._needs_reconcile = True
+            self._writer.needs_reconcile = True
             self._degrade(f"cannot repair the aggregate: {exc}")
             return
-        self._needs_reconcile = False
+        self._writer.needs_reconcile = False
         for _ in range(dropped):
             self._evictor.delete_files(self._index.pop_oldest())
 
@@ -167,7 +153,7 @@ class Store:
                 remove_empty_parents(path, self.readings_dir)
                 continue
             try:
-                size = recovery.pad_tail(path, size, self._block)
+                size = recovery.pad_tail(path, size, self._writer.block)
             except OSError as exc:  # a full disk: it stays unaligned (trimmed by a rewrite)
                 log.error("segment %s: cannot pad its last rows: %s", rel, exc)
             first = recovery.first_timestamp_ns(path)
@@ -181,9 +167,7 @@ class Store:
     def close_segment(self) -> None:
         """Flush and close the open segment; the next append starts a new one."""
         with self._lock:
-            if self._runs:
-                self._runs[-1].final = True
-            self._flush()
+            self._writer.close_open_run()
         self._notify()
 
     def close(self) -> None:
@@ -192,10 +176,7 @@ class Store:
         self.wait_idle()
         self._evictor.stop()
         with self._lock:
-            for fd in self._open_fds.values():
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self._open_fds.clear()
+            self._writer.close_files()
             self._aggregate.close()
             self._evictor.enabled = False
 
@@ -203,105 +184,23 @@ class Store:
 
     def append(self, batch: SampleBatch) -> None:
         """Buffer a batch; starts segments as needed and flushes when due."""
-        n = len(batch)
-        if n == 0:
+        if len(batch) == 0:
             self.tick()
             return
         with self._lock:
-            t_ns = np.asarray(batch.t_ns, dtype=np.int64)
-            xyz = np.asarray(batch.xyz, dtype=np.float64).reshape(n, 3)
-            self.summaries.ingest(t_ns, xyz)
-            run = self._runs[-1] if self._runs and not self._runs[-1].final else None
-            previous = (run.key, run.last_t_ns, run.next_index) if run else None
-            starts, steps = split_points(t_ns, batch.first_index, self._segment_ns, previous)
-            for i in np.flatnonzero(steps):
-                self.clock_steps += 1
-                prev_t = int(t_ns[i - 1]) if i else (run.last_t_ns if run else 0)
-                log.warning(
-                    "wall-clock step of %.3f s at %s; starting a new segment (steps so far: %d)",
-                    (int(t_ns[i]) - prev_t) / NS_PER_S,
-                    iso_z(int(t_ns[i])),
-                    self.clock_steps,
-                )
-            bounds = [*np.flatnonzero(starts).tolist(), n]
-            rotated = False
-            if bounds[0] != 0:
-                assert run is not None
-                self._extend_run(run, t_ns[: bounds[0]], xyz[: bounds[0]], batch.first_index)
-            for a, b in itertools.pairwise(bounds):
-                if run is not None:
-                    run.final = True
-                    rotated = True
-                run = self._start_run(int(t_ns[a]))
-                self._extend_run(run, t_ns[a:b], xyz[a:b], batch.first_index + a)
-            self._bound_pending()
-            if (rotated and not self._health.error) or self._flush_due():
-                self._flush()
+            self._writer.append(batch)
         self._notify()
 
     def tick(self) -> None:
         """Flush if due, even without new samples."""
         with self._lock:
-            if self._flush_due():
-                self._flush()
+            self._writer.tick()
         self._notify()
-
-    def _flush_due(self) -> bool:
-        # while the disk fails, retry less often: each attempt formats the whole backlog
-        interval = self.config.flush_seconds
-        if self._health.error:
-            interval = max(interval, RETRY_SECONDS)
-        return self._monotonic() - self._last_flush >= interval
-
-    def _extend_run(self, run: OpenRun, t_ns: Any, xyz: Any, first_index: int) -> None:
-        run.add(t_ns.copy(), xyz.copy())
-        run.last_t_ns = int(t_ns[-1])
-        run.next_index = first_index + int(t_ns.shape[0])
-
-    def _start_run(self, first_t_ns: int) -> OpenRun:
-        name = segment_name(first_t_ns, self._tz)
-        planned = {r.relative for r in self._runs}
-        for suffix in range(MAX_SUFFIX + 1):
-            relative = name.relative(suffix)
-            if (
-                relative not in self._index.by_relative
-                and relative not in planned
-                and not (self.readings_dir / relative).exists()
-            ):
-                break
-        else:
-            raise RuntimeError(f"no free file name for a segment at {name.relative()}")
-        run = OpenRun(
-            relative=relative,
-            first_t_ns=first_t_ns,
-            key=first_t_ns // self._segment_ns,
-            last_t_ns=first_t_ns,
-            next_index=0,
-        )
-        self._runs.append(run)
-        self._create_file(run)
-        return run
-
-    def _bound_pending(self) -> None:
-        excess = sum(r.rows for r in self._runs) - self._pending_limit_rows
-        for run in self._runs:
-            if excess <= 0:
-                break
-            dropped = run.drop_oldest(excess)
-            excess -= dropped
-            self.rows_dropped += dropped
-        # runs that lost all their rows and were never created are forgotten
-        self._runs = [
-            r for r in self._runs if r.rows or r.segment is not None or r is self._runs[-1]
-        ]
-
-    def _queue_notify(self, relative: str) -> None:
-        self._notify_queue.append(relative)
 
     def _notify(self) -> None:
         """Run new-file callbacks outside the lock (the server may call back into the store)."""
         with self._lock:
-            queue, self._notify_queue = self._notify_queue, []
+            queue = self._writer.take_new_files()
             total = len(self._index)
         if self.on_new_file is None:
             return
@@ -311,113 +210,35 @@ class Store:
             except Exception:
                 log.exception("new-file callback failed for %s", relative)
 
-    def _create_file(self, run: OpenRun) -> bool:
-        """Create the run's segment file with its header; False (degraded) if the disk refuses."""
-        if run.segment is not None:
-            return True
-        path = self.readings_dir / run.relative
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            self._degrade(f"cannot create {run.relative}: {exc}")
-            return False
-        try:
-            pwrite_all(fd, HEADER, 0)
-            if self.config.fsync:
-                os.fdatasync(fd)
-        except OSError as exc:
-            os.close(fd)
-            path.unlink(missing_ok=True)
-            self._degrade(f"cannot write {run.relative}: {exc}")
-            return False
-        seg = Segment(
-            run.relative,
-            path,
-            run.first_t_ns,
-            len(HEADER),
-            time.time_ns(),
-            summary_total=self.summaries.level_100ms.ring.total,
-        )
-        run.segment = seg
-        self._open_fds[run.relative] = fd
-        self._index.add(seg)
-        self._queue_notify(seg.relative)
-        self._evictor.enforce(self._in_use())
-        return True
-
-    def _flush(self) -> None:
-        """Write every run's due rows: segment first, then aggregate, each synced."""
-        self._last_flush = self._monotonic()
-        try:
-            for run in list(self._runs):
-                if not self._create_file(run):
-                    return
-                self._write_run(run)
-        except OSError as exc:
-            self.write_errors += 1
-            self._degrade(str(exc))
-            return
-        if self._needs_reconcile:
-            self._reconcile()
-            if self._needs_reconcile:
-                return
-        health = self._health
-        if health.error and not health.error.startswith(TRIM_ERROR):
-            log.warning("storage: writing again after: %s", health.error)
-            health.error = ""
-        if self._evictor.evicting and self._evictor.rebuild_due():
-            self._evictor.wake()
-        self._evictor.enforce(self._in_use())
-
-    def _write_run(self, run: OpenRun) -> None:
-        seg = run.segment
-        assert seg is not None
-        # an open segment keeps its newest row back so its final write always has a row to pad
-        t, xyz = run.take(0 if run.final else 1)
-        chunk = format_rows(t, xyz)
-        if run.final:
-            pad = padding_for(seg.data_bytes + len(chunk), self._block)
-            if pad and chunk:
-                chunk = pad_rows(chunk, pad)
-        if chunk:
-            fd = self._open_fds[seg.relative]
-            try:
-                pwrite_all(fd, chunk, seg.size)
-                if self.config.fsync:
-                    os.fdatasync(fd)
-                self._aggregate.append(chunk)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, seg.size)
-                run.t_parts.insert(0, t)
-                run.xyz_parts.insert(0, xyz)
-                run.rows += int(t.shape[0])
-                raise
-            seg.size += len(chunk)
-            seg.mtime_ns = time.time_ns()
-            self.rows_written += int(t.shape[0])
-            self.bytes_written += len(chunk)
-            run.last_written_t_ns = int(t[-1])
-            self.committed_t_ns = max(self.committed_t_ns, int(t[-1]))
-        if run.final and run.rows == 0:
-            os.close(self._open_fds.pop(seg.relative))
-            self._runs.remove(run)
-            self._finish_sidecar(seg, run)
-
-    def _finish_sidecar(self, seg: Segment, run: OpenRun) -> None:
-        ring = self.summaries.level_100ms.ring
-        points = ring.slice_total(seg.summary_total, ring.total)
-        points = points[(points["t"] >= seg.first_t_ns) & (points["t"] <= run.last_t_ns)]
-        self._sidecars.write(seg.relative, points)
-
     def _degrade(self, message: str) -> None:
         self._health.degrade(message)
 
-    # ---------------------------------------------------------------- retention (evictor.py)
+    # ---------------------------------------------------------------- counters (writer, evictor)
 
-    def _in_use(self) -> set[str]:
-        return {r.relative for r in self._runs}
+    @property
+    def rows_written(self) -> int:
+        return self._writer.rows_written
+
+    @property
+    def rows_dropped(self) -> int:
+        return self._writer.rows_dropped
+
+    @property
+    def clock_steps(self) -> int:
+        return self._writer.clock_steps
+
+    @property
+    def write_errors(self) -> int:
+        return self._writer.write_errors
+
+    @property
+    def bytes_written(self) -> int:
+        return self._writer.bytes_written
+
+    @property
+    def committed_t_ns(self) -> int:
+        """Newest sample time known to be on disk (segment + aggregate)."""
+        return self._writer.committed_t_ns
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until the background worker has nothing left it can do now (tests, shutdown)."""
@@ -489,9 +310,9 @@ class Store:
                 latest_file=segments[-1].relative if segments else None,
                 bytes_retained=sum(s.size for s in segments) + self._aggregate.size,
                 free_bytes=free,
-                rows_written=self.rows_written,
-                clock_steps=self.clock_steps,
-                rows_dropped=self.rows_dropped,
+                rows_written=self._writer.rows_written,
+                clock_steps=self._writer.clock_steps,
+                rows_dropped=self._writer.rows_dropped,
             )
 
     # ---------------------------------------------------------------- introspection (tests, bench)
@@ -504,11 +325,11 @@ class Store:
     def pending_rows(self) -> int:
         """Rows received but not yet on disk."""
         with self._lock:
-            return sum(run.rows for run in self._runs)
+            return self._writer.pending_rows
 
     @property
     def block_bytes(self) -> int:
-        return self._block
+        return self._writer.block
 
     @property
     def collapse_supported(self) -> bool:
