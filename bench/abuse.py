@@ -31,7 +31,7 @@ import psutil
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from bench.launch import start_service
+from bench.servicerun import start_service
 
 TOKEN = "bench-abuse-token-7c1e"  # noqa: S105 (a throwaway service on loopback)
 METRIC = re.compile(r"^(wilo_[a-z_]+)(\{[^}]*\})? (\S+)$", re.M)
@@ -354,7 +354,10 @@ def _start_service(base: Path, server_keys: str = "") -> tuple[subprocess.Popen[
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (SERVICE_NOFILE, SERVICE_NOFILE))
 
-    process, port = start_service(config, log_path, preexec_fn=limit)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("WILO_")}
+    process, port = start_service(
+        ["--config", str(config)], log_path, env=environ, preexec_fn=limit
+    )
     return process, port, log_path
 
 

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,30 +42,49 @@ class RunningService:
         return roles
 
 
+def start_service(
+    run_args: list[str],
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    timeout_s: float = 60.0,
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`wilo-backend run <run_args>` with its output in `log_path`: (process, port) once it
+    listens; RuntimeError with its log if it exits first or is not up within `timeout_s` (then
+    it is killed). Benches and tests (tests/reliability/test_security.py) start it this way."""
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "wilo_backend.cli", "run", *run_args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=preexec_fn,
+        )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        match = LISTENING.search(log_path.read_text(errors="replace"))
+        if match:
+            return process, int(match.group(1))
+        if process.poll() is not None:
+            raise RuntimeError("service exited:\n" + log_path.read_text(errors="replace"))
+        time.sleep(0.01)
+    process.kill()
+    raise RuntimeError(
+        f"service did not come up in {timeout_s:g} s:\n" + log_path.read_text(errors="replace")
+    )
+
+
 @contextmanager
 def running_service(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[RunningService]:
     """The service on an ephemeral loopback port until the block ends (then SIGTERM)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "service.log"
-    command = [sys.executable, "-m", "wilo_backend.cli", "run", "--sensor", "sim"]
-    command += ["--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", "0"]
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
-    started = time.monotonic()
-    port = None
+    run_args = ["--sensor", "sim", "--data-dir", str(data_dir), "--host", "127.0.0.1"]
+    process, port = start_service(
+        [*run_args, "--port", "0"], log_path, env={**os.environ, **(env or {})}
+    )
     try:
-        while port is None and time.monotonic() - started < 60:
-            match = LISTENING.search(log_path.read_text())
-            if match:
-                port = int(match.group(1))
-            elif process.poll() is not None:
-                raise RuntimeError("service exited:\n" + log_path.read_text())
-            else:
-                time.sleep(0.01)
-        if port is None:
-            raise RuntimeError("service did not come up in 60 s")
         service = RunningService(process, port, log_path)
         yield service
     finally:
@@ -75,8 +94,7 @@ def running_service(data_dir: Path, env: dict[str, str] | None = None) -> Iterat
         except subprocess.TimeoutExpired:
             process.kill()
             code = process.wait()
-        if port is not None:
-            service.exit_code = code
+        service.exit_code = code
 
 
 async def request(url: str, command: str, **fields: object) -> dict[str, object]:

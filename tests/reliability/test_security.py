@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from bench.launch import start_service
+from bench.servicerun import start_service
 from websockets.sync.client import ClientConnection, connect
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,7 +57,10 @@ def _start(
         f'[log]\nlevel = "{log_level}"\n'
     )
     log_path = tmp_path / "service.log"
-    process, port = start_service(config, log_path, preexec_fn=preexec_fn, timeout_s=30)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("WILO_")}
+    process, port = start_service(
+        ["--config", str(config)], log_path, env=environ, preexec_fn=preexec_fn, timeout_s=30
+    )
     return process, port, log_path
 
 
