@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fuzzing import examples
@@ -121,6 +123,7 @@ def test_failed_fifo_read_resets_and_goes_on() -> None:
     st.lists(st.integers(min_value=1_000_000, max_value=400_000_000), min_size=5, max_size=40),
     st.floats(min_value=-0.01, max_value=0.01),
 )
+@example([140209537, 6133014, 273487993, 1078900, 1451224, 383163950], -0.009765625)
 def test_any_poll_schedule_accounts_for_every_sample(intervals: list[int], error: float) -> None:
     clock, sim, reader = _reader(clock_error=error)
     polls = Polls(reader)
@@ -129,9 +132,14 @@ def test_any_poll_schedule_accounts_for_every_sample(intervals: list[int], error
         polls.poll()
     polls.assert_numbering()
     produced = sim.samples_produced
-    # every produced sample is delivered or counted lost (the estimate may be off by a couple)
+    # every produced sample is delivered or counted lost. The loss across an overflow is
+    # estimated from the host's clock at the nominal rate: off by a couple, plus the sensor's own
+    # clock error over the gap (1 % of a 400 ms gap is 3 samples; found by hypothesis: two
+    # overflows at -0.98 % counted 10 more than produced)
     accounted = reader.counters.samples + reader.counters.lost
-    assert produced - 25 <= accounted <= produced + 3 * reader.counters.resets + 3
+    overflow_gaps = [i for i in intervals if i >= 200_000_000]  # 1024-byte FIFO: 213 ms
+    clock_slack = math.ceil(sum(overflow_gaps) * 1e-9 * 800 * abs(error))
+    assert produced - 25 <= accounted <= produced + 3 * reader.counters.resets + 3 + clock_slack
     assert reader.counters.resets == reader.counters.overflows + reader.counters.misaligned
 
 
