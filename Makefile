@@ -31,7 +31,7 @@ LIMIT ?=
 # More ansible-playbook arguments for make deploy, e.g. ANSIBLE_ARGS="--check --diff".
 ANSIBLE_ARGS ?=
 
-.PHONY: help install install-runtime run test test-fast lint bench dist molecule molecule-locked deploy soak clean
+.PHONY: help install install-runtime run test test-fast lint bench dist molecule molecule-arm64 molecule-locked deploy soak clean
 
 # `## user:` and `## dev:` say which heading of `make help` a target goes under.
 help: ## user: list the targets
@@ -95,9 +95,14 @@ clean: ## dev: remove the virtualenv and build output
 
 # make molecule: the real playbooks on throwaway systemd-nspawn test hosts (root; see README "Molecule").
 # Ansible's and Molecule's own files go under MOLECULE_HOME, not /root.
-MOLECULE_SCENARIOS ?= default legacy fleet
+MOLECULE_SCENARIOS ?= default legacy fleet arm64
+# Scenarios run at once: their test hosts, nets and run dirs are distinct, and most of their time
+# is spent waiting on SSH and systemd, not on the CPU. 1 = one after the other.
+MOLECULE_JOBS ?= 4
 MOLECULE_HOME ?= /var/tmp/wilo-molecule
 MOLECULE_DIST_DIR ?= $(DIST_DIR)/molecule-$(shell uname -m)
+# the arm64 scenario's: exactly what `make dist` builds for the Pi (DIST_PLATFORM=aarch64)
+MOLECULE_DIST_DIR_AARCH64 ?= $(DIST_DIR)/molecule-aarch64
 # the scenarios' test hosts: what the final check looks for (other test hosts are not ours)
 MOLECULE_HOSTS = $(shell sed -n 's/^  - name: \([a-z0-9-]*\).*/\1/p' $(MOLECULE_SCENARIOS:%=molecule/%/molecule.yml))
 
@@ -107,21 +112,33 @@ MOLECULE_LOCK ?= /var/tmp/wilo-molecule.lock
 MOLECULE_LOCK_WAIT ?= 3600
 # `make -n` runs lines that call $(MAKE): a dry run must not wait for the lock
 DRY_RUN := $(findstring n,$(firstword -$(MAKEFLAGS)))
+define molecule_with_lock
+@$(if $(DRY_RUN),,exec 9>>$(MOLECULE_LOCK); flock -n 9 || { \
+  echo "make molecule: another run holds $(MOLECULE_LOCK); waiting up to $(MOLECULE_LOCK_WAIT) s"; \
+  flock -w $(MOLECULE_LOCK_WAIT) 9 || { echo "make molecule: $(MOLECULE_LOCK) still held, giving up" >&2; exit 1; }; };) \
+  $(MAKE) --no-print-directory molecule-locked $(1)
+endef
 
-molecule: install ## dev: Molecule scenarios (default, legacy, fleet) on nspawn test hosts; needs root
-	@$(if $(DRY_RUN),,exec 9>>$(MOLECULE_LOCK); flock -n 9 || { \
-	  echo "make molecule: another run holds $(MOLECULE_LOCK); waiting up to $(MOLECULE_LOCK_WAIT) s"; \
-	  flock -w $(MOLECULE_LOCK_WAIT) 9 || { echo "make molecule: $(MOLECULE_LOCK) still held, giving up" >&2; exit 1; }; };) \
-	  $(MAKE) --no-print-directory molecule-locked
+molecule: install ## dev: Molecule scenarios (default, legacy, fleet, arm64) at once on nspawn test hosts; needs root
+	$(call molecule_with_lock)
 
+molecule-arm64: install ## dev: the arm64 Molecule scenario alone (the Pi's CPU under qemu); needs root
+	$(call molecule_with_lock,MOLECULE_SCENARIOS=arm64)
+
+# Each scenario's output is printed in one piece when it ends (-O); -k lets the others finish.
 molecule-locked:
-	$(MAKE) dist DIST_DIR=$(MOLECULE_DIST_DIR) TARGET_PLATFORM=manylinux2014_$(shell uname -m) TARGET_PYTHON=3.11
-	molecule/testhost.sh build
-	set -o pipefail; rc=0; for s in $(MOLECULE_SCENARIOS); do \
-	  PATH=$(abspath $(BIN)):$$PATH ANSIBLE_HOME=$(MOLECULE_HOME)/ansible \
-	  WILO_MOLECULE_DIST=$(abspath $(MOLECULE_DIST_DIR)) \
-	  $(BIN)/molecule test -s $$s 2>&1 | $(BIN)/python -u molecule/timings.py || { rc=1; break; }; \
-	done; molecule/testhost.sh leftovers $(MOLECULE_HOSTS) || rc=1; exit $$rc
+	$(if $(filter-out arm64,$(MOLECULE_SCENARIOS)),$(MAKE) dist DIST_DIR=$(MOLECULE_DIST_DIR) TARGET_PLATFORM=manylinux2014_$(shell uname -m) TARGET_PYTHON=3.11)
+	$(if $(filter arm64,$(MOLECULE_SCENARIOS)),$(MAKE) dist DIST_DIR=$(MOLECULE_DIST_DIR_AARCH64))
+	@set -o pipefail; t0=$$SECONDS; rc=0; \
+	  $(MAKE) --no-print-directory -j$(MOLECULE_JOBS) -O -k $(MOLECULE_SCENARIOS:%=molecule-scenario-%) || rc=1; \
+	  echo "make molecule: $(MOLECULE_SCENARIOS) in $$((SECONDS - t0)) s (-j$(MOLECULE_JOBS)), load average $$(cut -d' ' -f1-3 /proc/loadavg)"; \
+	  molecule/testhost.sh leftovers $(MOLECULE_HOSTS) || rc=1; exit $$rc
+
+# create.yml builds (or reuses) each platform's root filesystem; builds of one wait for each other
+molecule-scenario-%:
+	set -o pipefail; PATH=$(abspath $(BIN)):$$PATH ANSIBLE_HOME=$(MOLECULE_HOME)/ansible \
+	  WILO_MOLECULE_DIST=$(abspath $(MOLECULE_DIST_DIR)) WILO_MOLECULE_DIST_AARCH64=$(abspath $(MOLECULE_DIST_DIR_AARCH64)) \
+	  $(BIN)/molecule test -s $* 2>&1 | $(BIN)/python -u molecule/timings.py
 
 # make dist / deploy: see README "Deployment". dist/ holds wheelhouse/ (the project wheel and every
 # runtime dependency, binary wheels for DIST_PLATFORM / TARGET_PYTHON), build-info.json, SHA256SUMS.

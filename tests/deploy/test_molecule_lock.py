@@ -6,10 +6,13 @@ import fcntl
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from .conftest import REPO
 
 
-def test_a_second_make_molecule_gives_up_while_the_lock_is_held(tmp_path: Path) -> None:
+@pytest.mark.parametrize("target", ["molecule", "molecule-arm64"])
+def test_a_second_make_molecule_gives_up_while_the_lock_is_held(tmp_path: Path, target: str) -> None:
     lock = tmp_path / "molecule.lock"
     with lock.open("a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
@@ -18,11 +21,12 @@ def test_a_second_make_molecule_gives_up_while_the_lock_is_held(tmp_path: Path) 
             # would stop at its first step, touching nothing of the checkout
             [
                 "make",
-                "molecule",
+                target,
                 f"MOLECULE_LOCK={lock}",
                 "MOLECULE_LOCK_WAIT=0",
                 "BIN=/nonexistent",
                 f"MOLECULE_DIST_DIR={tmp_path / 'dist'}",
+                f"MOLECULE_DIST_DIR_AARCH64={tmp_path / 'dist-aarch64'}",
             ],
             cwd=REPO,
             capture_output=True,

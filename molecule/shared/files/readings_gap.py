@@ -1,8 +1,9 @@
 #!/usr/bin/python3
-"""Largest hole between consecutive stored samples in a time window (the data a restart lost).
+"""Largest hole between consecutive stored samples in a time window (the data a restart lost),
+and the rate stored over it (rows per second of the window, with --rate).
 
-Exit 0: gap within --max-gap; 1: gap too large (or no data); 2: the window's end is not on disk
-yet (flushes run every second; poll again).
+Exit 0: gap within --max-gap (and the rate within --rate +- --rate-tolerance); 1: gap too large,
+rate off, or no data; 2: the window's end is not on disk yet (flushes run every second; poll again).
 """
 
 import argparse
@@ -27,6 +28,8 @@ def main() -> int:
     parser.add_argument("--since", type=float, required=True, help="window start, epoch seconds")
     parser.add_argument("--until", type=float, required=True, help="window end, epoch seconds")
     parser.add_argument("--max-gap", type=float, required=True, help="seconds; exit 1 above it")
+    parser.add_argument("--rate", type=float, help="rows per second the window must hold")
+    parser.add_argument("--rate-tolerance", type=float, default=1.0, help="rows per second")
     args = parser.parse_args()
     stamps: list[float] = []
     for path in sorted(args.readings.glob("[0-9][0-9][0-9][0-9]/**/*.csv")):
@@ -47,11 +50,13 @@ def main() -> int:
         "gap_starts_at": datetime.fromtimestamp(at, UTC).isoformat(),
         "window_head_missing_s": round(first_s, 4),
         "window_tail_missing_s": round(last_s, 4),
+        "rows_per_s": round(len(stamps) / (args.until - args.since), 3),
     }
     print(json.dumps(report))
     if last_s > NOT_FLUSHED_S:
         return 2
-    return 0 if gap_s <= args.max_gap else 1
+    rate_ok = args.rate is None or abs(report["rows_per_s"] - args.rate) <= args.rate_tolerance
+    return 0 if gap_s <= args.max_gap and rate_ok else 1
 
 
 if __name__ == "__main__":
