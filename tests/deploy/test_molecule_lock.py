@@ -12,7 +12,9 @@ from .conftest import REPO
 
 
 @pytest.mark.parametrize("target", ["molecule", "molecule-arm64"])
-def test_a_second_make_molecule_gives_up_while_the_lock_is_held(tmp_path: Path, target: str) -> None:
+def test_a_second_make_molecule_gives_up_while_the_lock_is_held(
+    tmp_path: Path, target: str
+) -> None:
     lock = tmp_path / "molecule.lock"
     with lock.open("a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
