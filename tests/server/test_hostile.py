@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as sync_connect
 
 from clocks import FakeClock
 from wilo_backend.config import ServerConfig
@@ -520,3 +521,35 @@ async def test_every_address_of_the_host_is_served_on_one_port_and_closed_at_sto
     for address in ("127.0.0.1", "::1"):
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection(address, port)
+
+
+async def test_a_refused_client_gets_its_503_as_an_answer_to_its_request(
+    store: Store, control: Control
+) -> None:
+    """Refused over the cap, websockets' own sync client gets InvalidStatus 503, every time.
+    Answered and closed the moment it was accepted, before its request went out, that client
+    failed with an internal assertion instead (test_hostile_service, in CI): the 503 now
+    answers the request once it arrives, and the socket closes after the client's side does."""
+    config = ServerConfig(
+        host="127.0.0.1", port=0, max_connections=1, max_connections_per_address=1
+    )
+    server = WiloServer(config, store, control, clock=FakeClock())
+    port = await server.start()
+
+    def refused_status() -> int | str:
+        try:
+            with sync_connect(f"ws://127.0.0.1:{port}/", open_timeout=10):
+                return "opened"
+        except InvalidStatus as refused:
+            return refused.response.status_code
+        except Exception as exc:  # what else the client ran into is the finding
+            return repr(exc)
+
+    try:
+        holder = await _open_idle(port, 1, "127.0.0.2")  # the one slot, never old enough to go
+        statuses = [await asyncio.to_thread(refused_status) for _ in range(20)]
+        for _, writer in holder:
+            writer.close()
+    finally:
+        await server.stop()
+    assert statuses == [503] * 20

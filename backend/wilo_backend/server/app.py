@@ -41,7 +41,7 @@ from wilo_backend.server.limits import (
     LogLimiter,
     open_listener_warning,
 )
-from wilo_backend.server.listener import Accepted, AcceptLoop, listening_sockets
+from wilo_backend.server.listener import Accepted, AcceptLoop, Refusals, listening_sockets
 from wilo_backend.server.live import LiveHub
 from wilo_backend.server.metrics import CONTENT_TYPE, ServerCounters, render_metrics
 from wilo_backend.server.protocol import Dispatcher
@@ -70,6 +70,9 @@ EARLY_FRAME_FRACTION: Final = 0.8
 # token holder's connect, and its request waited for the 1 s / 3 s SYN-ACK retransmissions
 # (TcpExtListenOverflows). Linux caps it at net.core.somaxconn (4096 on bookworm).
 LISTEN_BACKLOG: Final = 4096
+# Refused sockets that may wait (at most 1 s) for their client to close first (listener.py
+# Refusals): their descriptors come out of the connection budget.
+REFUSALS_LINGERING: Final = 256
 # Sockets accepted per wake-up of the listener: then the loop's other callbacks get their turn.
 ACCEPTS_PER_WAKEUP: Final = 256
 GIL_SWITCH_INTERVAL_SECONDS: Final = 0.001
@@ -278,6 +281,7 @@ class WiloServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
         self._accept_loops: list[AcceptLoop] = []
+        self._refusals: Refusals | None = None
         self._connection_class: type[_Connection] = _Connection
         self.port: int | None = None
         self._last_flush = clock()
@@ -298,6 +302,7 @@ class WiloServer:
         self._connection_class = type("_BoundConnection", (_Connection,), {"owner": self})
         # Our own accept loop (listener.py) in front of websockets' Server: the same objects
         # websockets.serve() would make, but only for sockets the gate admits.
+        self._refusals = Refusals(REFUSALS_LINGERING)
         listening = listening_sockets(self._config.host, self._config.port, LISTEN_BACKLOG)
         self._accept_loops = [
             AcceptLoop(sock, ACCEPTS_PER_WAKEUP, self._admit, self._connect) for sock in listening
@@ -344,6 +349,8 @@ class WiloServer:
         for accept_loop in self._accept_loops[1:]:
             accept_loop.close()
         self._accept_loops = []
+        if self._refusals is not None:
+            self._refusals.close()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -364,14 +371,14 @@ class WiloServer:
                 soft = hard
         if soft == resource.RLIM_INFINITY:
             return
-        room = max(8, soft - STORE_RESERVED_FDS)
+        room = max(8, soft - STORE_RESERVED_FDS - REFUSALS_LINGERING)
         if self._gate.max_connections > room:
             log.warning(
                 "server.max_connections = %d does not fit the descriptor limit (%d, %d kept for "
-                "the store): at most %d connections at once",
+                "the store and refusals): at most %d connections at once",
                 self._gate.max_connections,
                 soft,
-                STORE_RESERVED_FDS,
+                STORE_RESERVED_FDS + REFUSALS_LINGERING,
                 room,
             )
             self._gate.max_connections = room
@@ -402,9 +409,8 @@ class WiloServer:
         )
         limit = getattr(self._config, admission.refused)
         body = f"too many connections (server.{admission.refused} = {limit})\n".encode()
-        with contextlib.suppress(OSError):  # the client may be gone already
-            sock.send(_raw_response(503, "Service Unavailable", body))
-        sock.close()
+        assert self._refusals is not None  # made in start(), before the first accept
+        self._refusals.refuse(sock, _raw_response(503, "Service Unavailable", body))
         return None
 
     def _connect(self, key: Accepted) -> None:

@@ -77,6 +77,94 @@ def listening_sockets(host: str, port: int, backlog: int) -> list[socket.socket]
     return sockets
 
 
+class Refusals:
+    """Refused sockets answered as HTTP expects and closed without a reset.
+
+    The answer goes out once the client's request has arrived (or at the deadline, for one
+    that never sends); then our side shuts down, and what the client still sends is read and
+    dropped until it closes, so the kernel never resets the connection under the answer.
+    Answered and closed the moment it was accepted, before its request went out, websockets'
+    own sync client failed with an internal assertion instead of its InvalidStatus 503.
+
+    At most `limit` sockets wait at once (their descriptors come out of the connection
+    budget); beyond that the one waiting longest is answered and closed.
+    """
+
+    def __init__(self, limit: int, linger_seconds: float = 1.0) -> None:
+        self._limit = limit
+        self._linger = linger_seconds
+        self._loop = asyncio.get_running_loop()
+        # socket -> (deadline, the answer while it is still to be sent)
+        self._waiting: dict[socket.socket, tuple[float, bytes | None]] = {}
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def refuse(self, sock: socket.socket, answer: bytes) -> None:
+        if len(self._waiting) >= self._limit:
+            # the oldest goes (answered, if it never sent a byte): a flood of sockets that send
+            # nothing cannot keep a real client's refusal from its answer
+            oldest = next(iter(self._waiting))
+            unsent = self._waiting[oldest][1]
+            if unsent is not None:
+                self._answer(oldest, unsent)
+            self._close(oldest)
+        self._waiting[sock] = (self._loop.time() + self._linger, answer)
+        self._loop.add_reader(sock.fileno(), self._readable, sock)
+        if self._sweep is None:
+            self._sweep = self._loop.call_later(self._linger, self._close_expired)
+
+    @staticmethod
+    def _answer(sock: socket.socket, answer: bytes) -> bool:
+        try:
+            sock.send(answer)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:  # the client is gone already
+            return False
+        return True
+
+    def _readable(self, sock: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        deadline, answer = self._waiting[sock]
+        if not data:  # the client closed: no reset on our side
+            self._close(sock)
+        elif answer is not None:  # its request (or the start of it): now the answer
+            if self._answer(sock, answer):
+                self._waiting[sock] = (deadline, None)
+            else:
+                self._close(sock)
+
+    def _close(self, sock: socket.socket) -> None:
+        if self._waiting.pop(sock, None) is not None:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def _close_expired(self) -> None:
+        self._sweep = None
+        now = self._loop.time()
+        for sock, (deadline, answer) in list(self._waiting.items()):
+            if deadline <= now:
+                if answer is not None:  # never sent a byte: answered, then closed
+                    self._answer(sock, answer)
+                self._close(sock)
+        if self._waiting:
+            first = min(deadline for deadline, _ in self._waiting.values())
+            self._sweep = self._loop.call_at(first, self._close_expired)
+
+    def close(self) -> None:
+        for sock in list(self._waiting):
+            self._close(sock)
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+
+
 class AcceptLoop:
     """Accepts on `sock` with the event loop's reader; `admit` says whether a socket is kept.
 
