@@ -125,6 +125,8 @@ class Refusals:
         return True
 
     def _readable(self, sock: socket.socket) -> None:
+        if sock not in self._waiting:  # pushed out earlier in this turn of the loop
+            return
         try:
             data = sock.recv(65536)
         except (BlockingIOError, InterruptedError):
