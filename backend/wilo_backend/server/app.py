@@ -359,11 +359,13 @@ class WiloServer:
         self._export_pool.shutdown()
 
     def _reserve_descriptors(self) -> None:
-        """Raise the soft descriptor limit to the hard one and keep STORE_RESERVED_FDS of it out
-        of the connection cap: a connection flood cannot take the store's descriptors.
+        """Raise the soft descriptor limit to the hard one and keep STORE_RESERVED_FDS and
+        REFUSALS_LINGERING of it out of the connection cap: a connection flood cannot take the
+        store's descriptors.
 
         Every accepted socket meets the gate before the next accept (listener.py), so at most
-        the cap plus one are open at once, whatever the listen backlog holds."""
+        the cap, the refusals waiting for their request and one more are open at once, whatever
+        the listen backlog holds."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
             with contextlib.suppress(ValueError, OSError):
