@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -443,15 +443,21 @@ def _run_phase(phase: Phase, port: int, pid: int, log_path: Path, seconds: float
     ]
 
 
-def run(quick: bool) -> str:
+def run(quick: bool, only: Sequence[str] = ()) -> str:
+    """Every attack phase in turn (or only those named: `python -m bench.abuse --phase NAME`,
+    to profile one attack)."""
     seconds = 8.0 if quick else 30.0
+    phases = [phase for phase in PHASES if not only or phase.name in only]
+    unknown = set(only) - {phase.name for phase in PHASES}
+    if unknown:
+        raise SystemExit(f"unknown phase(s) {sorted(unknown)}; known: {[p.name for p in PHASES]}")
     base = Path(tempfile.mkdtemp(prefix="wilo-bench-abuse-", dir="/var/tmp"))
     process, port, log_path = _start_service(base)
     rows: list[str] = []
     details: list[str] = []
     try:
         time.sleep(3.0)  # the sampler settles
-        for phase in PHASES:
+        for phase in phases:
             print(f"   abuse: {phase.name} ...", flush=True)
             row, detail = _run_phase(phase, port, process.pid, log_path, seconds)
             rows.append(row)
@@ -502,4 +508,5 @@ def run(quick: bool) -> str:
 if __name__ == "__main__":
     if "--attack" in sys.argv:
         sys.exit(_attacker_main(sys.argv[1:]))
-    print(run(quick="--quick" in sys.argv))
+    named = [sys.argv[i + 1] for i, arg in enumerate(sys.argv[:-1]) if arg == "--phase"]
+    print(run(quick="--quick" in sys.argv, only=named))

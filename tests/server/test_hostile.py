@@ -160,6 +160,59 @@ async def test_slots_are_kept_for_the_token_holder(make_server: Any) -> None:
     await asyncio.gather(*(ws.close() for ws in opened))
 
 
+async def test_the_token_gets_in_when_every_slot_holds_a_young_idle_socket(
+    store: Store, control: Control, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The token is checked before a slot is taken: at the cap, with every slot held by idle
+    sockets too young to be evicted (a flood that reconnects at once), the token holder's
+    request still gets in, and only by pushing out one of the busiest address's idle sockets.
+    Before, it was answered 503 (2 refused probes in the abuse bench's idle-socket flood);
+    a wrong token or none is still refused, and the wrong one counts as a failed attempt."""
+    clock = FakeClock()
+    config = ServerConfig(
+        host="127.0.0.1",
+        port=0,
+        auth_token=TOKEN,
+        max_connections=12,
+        max_connections_per_address=8,
+    )
+    server = WiloServer(config, store, control, clock=clock)
+    port = await server.start()
+    try:
+        idle = await _open_idle(port, 8, "127.0.0.2") + await _open_idle(port, 4, "127.0.0.3")
+        closing = {
+            source: [asyncio.ensure_future(_closed_by_server(r)) for r, _ in idle[lo:hi]]
+            for source, lo, hi in (("127.0.0.2", 0, 8), ("127.0.0.3", 8, 12))
+        }
+        with pytest.raises(InvalidStatus) as no_token:
+            await connect(ws_url(server), open_timeout=10)
+        assert no_token.value.response.status_code == 503
+        with pytest.raises(InvalidStatus) as wrong:
+            await connect(
+                ws_url(server),
+                additional_headers={"Authorization": "Bearer not-the-token"},
+                open_timeout=10,
+            )
+        assert wrong.value.response.status_code == 503
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with connect(ws_url(server), additional_headers=headers, open_timeout=10) as ws:
+            reply = await Client(ws).request("stop_collection")
+            assert reply["type"] == "status" and reply["data"]["running"] is False
+        await _until_done(closing["127.0.0.2"], 1)
+        assert not any(task.done() for task in closing["127.0.0.3"])
+        assert server.counters.connections_rescued_total == 1
+        assert server.counters.connections_rejected["idle_evicted"] == 1
+        assert server.counters.connections_rejected["max_connections"] == 3
+        assert "wrong token from 127.0.0.1" in caplog.text  # a failed attempt of its address
+        for tasks in closing.values():
+            for task in tasks:
+                task.cancel()
+        for _, writer in idle:
+            writer.close()
+    finally:
+        await server.stop()
+
+
 # --- 4, 5. duplicate headers, malformed requests, log flooding -------------------------------
 
 

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wilo_backend.server.limits import AuthThrottle, ConnectionGate, LogLimiter, valid_host
+from wilo_backend.server.limits import (
+    AuthThrottle,
+    ConnectionGate,
+    LogLimiter,
+    request_credentials,
+    valid_host,
+)
 
 
 def test_the_gate_caps_each_address_and_evicts_an_old_waiting_socket() -> None:
@@ -54,6 +60,39 @@ def test_a_hoarders_newcomers_are_refused_rather_than_evict_each_other() -> None
     assert gate.admit("y2", "10.0.0.8", 5.0).evict == "x1"  # 2 waiting there then, fewer than 3
     assert gate.admit("y3", "10.0.0.8", 6.0).refused == "max_connections"  # 3, not fewer than 2
     assert gate.admit("op", "10.0.0.1", 6.0).evict == "x2"
+
+
+def test_a_token_holder_evicts_a_young_idle_socket_only_when_no_slot_is_a_real_client() -> None:
+    gate: ConnectionGate[str] = ConnectionGate(max_connections=4, max_per_address=8)
+    gate.admit("x1", "10.0.0.9", 0.0)
+    gate.admit("x2", "10.0.0.9", 0.0)
+    gate.admit("y1", "10.0.0.8", 0.0)
+    gate.admit("op1", "10.0.0.1", 0.0)
+    gate.request_arrived("op1")
+    assert gate.admit("n", "10.0.0.7", 0.1).refused == "max_connections"  # all too young
+    assert gate.admit_authorized("op2", "10.0.0.1", 0.1).evict == "x1"  # the busiest, oldest
+    gate.request_arrived("op2")
+    assert gate.admit_authorized("op3", "10.0.0.1", 0.1).evict in ("x2", "y1")
+    gate.request_arrived("op3")
+    assert gate.admit_authorized("op4", "10.0.0.1", 0.1).evict in ("x2", "y1")
+    gate.request_arrived("op4")
+    assert gate.admit_authorized("op5", "10.0.0.1", 0.1).refused == "max_connections"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"GET /?token=abc HTTP/1.1\r\nHost: x\r\n\r\n", ("abc", None)),
+        (b"GET / HTTP/1.1\r\nauthorization: Bearer t\r\n\r\n", (None, "Bearer t")),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n", None),  # the head is not complete
+        (b"GET / HTTP/1.1\r\nAuthorization: a\r\nAuthorization: b\r\n\r\n", None),
+        (b"\x16\x03\x01\r\n\r\n", None),
+    ],
+)
+def test_request_credentials_of_a_raw_request_head(
+    data: bytes, expected: tuple[str | None, str | None] | None
+) -> None:
+    assert request_credentials(data) == expected
 
 
 def test_wrong_tokens_lock_an_address_out_for_the_window() -> None:

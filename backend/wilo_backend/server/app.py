@@ -40,6 +40,7 @@ from wilo_backend.server.limits import (
     ConnectionGate,
     LogLimiter,
     open_listener_warning,
+    request_credentials,
 )
 from wilo_backend.server.listener import Accepted, AcceptLoop, Refusals, listening_sockets
 from wilo_backend.server.live import LiveHub
@@ -135,6 +136,9 @@ class _Connection(ServerConnection):
             self.transport.abort()
             return
         self.loop.call_later(self.owner.config.request_timeout_seconds, self._abort_without_request)
+        if self.accepted.preread:  # read while it was being refused (WiloServer._rescue)
+            request, self.accepted.preread = self.accepted.preread, b""
+            self.data_received(request)
 
     def _abort_without_request(self) -> None:
         if self.request is None:
@@ -302,7 +306,9 @@ class WiloServer:
         self._connection_class = type("_BoundConnection", (_Connection,), {"owner": self})
         # Our own accept loop (listener.py) in front of websockets' Server: the same objects
         # websockets.serve() would make, but only for sockets the gate admits.
-        self._refusals = Refusals(REFUSALS_LINGERING)
+        self._refusals = Refusals(
+            REFUSALS_LINGERING, rescue=self._rescue if self._config.auth_token else None
+        )
         listening = listening_sockets(self._config.host, self._config.port, LISTEN_BACKLOG)
         self._accept_loops = [
             AcceptLoop(sock, ACCEPTS_PER_WAKEUP, self._admit, self._connect) for sock in listening
@@ -414,6 +420,34 @@ class WiloServer:
         assert self._refusals is not None  # made in start(), before the first accept
         self._refusals.refuse(sock, _raw_response(503, "Service Unavailable", body))
         return None
+
+    def _rescue(self, sock: socket.socket, request: bytes) -> bool:
+        """A socket refused at the cap whose request carries the token gets in after all
+        (ConnectionGate.admit_authorized): the token is checked before a slot is taken, so
+        idle strangers cannot keep the operator out. A wrong token counts as a failed attempt
+        of its address, as on an admitted socket."""
+        credentials = request_credentials(request)
+        if credentials is None:
+            return False
+        given, authorization = credentials
+        try:
+            address = str(sock.getpeername()[0])
+        except OSError:  # the client is gone
+            return False
+        now = self._clock()
+        bearer = protocol.bearer_token(authorization)
+        if self._auth.check(address, now, given, bearer) is not True:
+            return False
+        key = Accepted(sock, address, preread=request)
+        admission = self._gate.admit_authorized(key, address, now)
+        if admission.refused is not None:
+            return False
+        if admission.evict is not None:
+            self._counters.reject("idle_evicted")
+            admission.evict.abort()
+        self._counters.connections_rescued_total += 1
+        self._connect(key)
+        return True
 
     def _connect(self, key: Accepted) -> None:
         self._spawn(self._make_connection(key))

@@ -38,6 +38,9 @@ class Accepted:
     address: str
     connection: _HasTransport | None = None
     dropped: bool = False
+    # bytes of its request already read off the socket (a refusal rescued, Refusals), fed to
+    # its connection first
+    preread: bytes = b""
 
     def abort(self) -> None:
         """Drop it now (evicted): an RST, whether or not its connection object exists yet."""
@@ -89,11 +92,21 @@ class Refusals:
 
     At most `limit` sockets wait at once (their descriptors come out of the connection
     budget); beyond that the one waiting longest is answered and closed.
+
+    `rescue(sock, request)` sees the first bytes of each refused socket's request; when it
+    returns True it has taken the socket over (admitted after all: its request carried the
+    token) and nothing is answered here.
     """
 
-    def __init__(self, limit: int, linger_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        limit: int,
+        linger_seconds: float = 1.0,
+        rescue: Callable[[socket.socket, bytes], bool] | None = None,
+    ) -> None:
         self._limit = limit
         self._linger = linger_seconds
+        self._rescue = rescue
         self._loop = asyncio.get_running_loop()
         # socket -> (deadline, the answer while it is still to be sent)
         self._waiting: dict[socket.socket, tuple[float, bytes | None]] = {}
@@ -138,6 +151,10 @@ class Refusals:
         if not data:  # the client closed: no reset on our side
             self._close(sock)
         elif answer is not None:  # its request (or the start of it): now the answer
+            if self._rescue is not None and self._rescue(sock, data):
+                del self._waiting[sock]
+                self._loop.remove_reader(sock.fileno())
+                return
             if self._answer(sock, answer):
                 self._waiting[sock] = (deadline, None)
             else:

@@ -20,6 +20,8 @@ class ServerCounters:
     live_subscribers: int = 0
     connections_total: int = 0
     connections_rejected: dict[str, int] = field(default_factory=dict)
+    # refused at the cap, then admitted after all: the request carried the token
+    connections_rescued_total: int = 0
     requests_total: int = 0
     request_errors_total: int = 0
     rate_limited_total: int = 0
@@ -159,6 +161,12 @@ def _server(out: _Writer, counters: ServerCounters) -> None:
         # sorted by reason: sorting the (labels, value) pairs compared dicts and raised
         # TypeError as soon as a second reason was counted
         [({"reason": k}, v) for k, v in sorted(counters.connections_rejected.items())],
+    )
+    out.one(
+        "wilo_ws_connections_rescued_total",
+        "counter",
+        "Connections refused at the cap whose request then carried the token, admitted after all.",
+        counters.connections_rescued_total,
     )
     out.one("wilo_ws_requests_total", "counter", "Requests received.", counters.requests_total)
     out.one(
