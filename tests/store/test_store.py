@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,7 @@ from storehelp import (
 )
 
 from wilo_backend.model import PathRejectedError, SampleBatch
+from wilo_backend.store import store as store_module
 from wilo_backend.store.csvformat import HEADER, parse_rows
 from wilo_backend.store.store import Store
 from wilo_backend.store.summary import decimate, make_points, points_to_rows
@@ -288,6 +291,37 @@ def test_recent_from_memory_is_decimated_and_in_time_order(
     assert max(r["acceleration"] for r in everything) == pytest.approx(120.0, abs=1e-5)
     assert everything[0]["timestamp"] < "2026-11-27T15:22:02"
     assert everything[-1]["timestamp"] > "2026-11-27T15:22:59"
+
+
+def test_recent_decimates_outside_the_lock_so_status_and_appends_do_not_wait(
+    tmp_path: Path, open_store: OpenStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 100,000-point get_recent_data decimates on a worker thread while the event loop asks
+    get_status and the pump appends: both take the store's lock, so recent() holds it only for
+    its copy. With the decimation under the lock, a flood of such requests held get_status at
+    50 ms p50 (bench abuse)."""
+    store, feeder = open_store(tmp_path)
+    feeder.feed(5)
+    decimating, release = threading.Event(), threading.Event()
+    real_decimate = store_module.decimate
+
+    def parked(points: Any, max_points: int) -> Any:
+        decimating.set()
+        release.wait(10)
+        return real_decimate(points, max_points)
+
+    monkeypatch.setattr(store_module, "decimate", parked)
+    worker = threading.Thread(target=store.recent, args=(5, 300))
+    worker.start()
+    try:
+        assert decimating.wait(10), "recent() never decimated the store's copy"
+        answered = threading.Event()
+        threading.Thread(target=lambda: (store.status(), answered.set()), daemon=True).start()
+        assert answered.wait(10), "status() waited for recent()'s decimation"
+        feeder.feed(1)  # an append takes the lock too
+    finally:
+        release.set()
+        worker.join(10)
 
 
 def test_restart_recovers_index_aggregate_and_history(tmp_path: Path, clock: FakeClock) -> None:

@@ -313,6 +313,12 @@ class Summaries:
         From the finest level that reaches back far enough within a budget of points; the
         still-open buckets of that level come from the next finer levels and the raw tail.
         """
+        return decimate(self.select(seconds, max_points), max_points)
+
+    def select(self, seconds: float, max_points: int) -> Points:
+        """recent() before its decimation: a copy, in time order, that the rings' writer may
+        not touch. The store takes only this under its lock (the writer and get_status wait
+        for it) and decimates after."""
         if self.newest_t_ns is None or seconds <= 0 or max_points <= 0:
             return np.empty(0, dtype=POINT_DTYPE)
         # no ring holds more than this; 1e308 s would overflow the ns arithmetic (fuzz-found)
@@ -342,7 +348,7 @@ class Summaries:
         t = points["t"]
         if np.any(t[1:] < t[:-1]):  # only after a wall-clock step backwards
             points = pick(points, np.argsort(t, kind="stable"))
-        return decimate(points, max_points)
+        return points
 
 
 def points_to_rows(points: Points) -> list[dict[str, object]]:
