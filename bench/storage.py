@@ -105,20 +105,21 @@ def child(folder: Path, segments: int, steady_seconds: int) -> dict[str, Any]:
     spent = _feed(store, clock, t0, steady_seconds)
     store.wait_idle()  # count the last background rewrite; time recent() without it
     io_after = _proc_io()
-    csv_bytes = store.bytes_written
-    appended, rebuilt = store.aggregate_bytes_written
+    status = store.status()
+    csv_bytes = status.segment_bytes_written
+    appended, rebuilt = status.aggregate_bytes_appended, status.aggregate_bytes_rebuilt
     recent_ms = []
     for _ in range(20):
         t = time.perf_counter()
         store.recent(segments * 60, 3000)
         recent_ms.append((time.perf_counter() - t) * 1000)
-    evictions = sorted(store.eviction_seconds)
-    rebuilds = sorted(store.rebuild_seconds)
+    evictions = sorted(status.eviction_seconds)
+    rebuilds = sorted(status.rebuild_seconds)
     result = {
         "startup_s": startup_s,
         "files": len(store.file_list()),
-        "collapse": store.collapse_supported,
-        "collapses_rebuilds": store.aggregate_stats,
+        "collapse": collapse_supported_in(store.readings_dir),
+        "collapses_rebuilds": (status.aggregate_collapses, status.aggregate_rebuilds),
         "rows_per_s_with_fsync": steady_seconds * RATE_HZ / spent,
         "io_ratio": (io_after["write_bytes"] - io_before["write_bytes"]) / csv_bytes,
         "counted_ratio": (csv_bytes + appended + rebuilt) / csv_bytes,

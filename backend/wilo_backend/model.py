@@ -67,7 +67,7 @@ class SamplerStats:
 
 @dataclass(frozen=True, slots=True)
 class StorageStatus:
-    """Health of the on-disk store, as reported in status, /healthz and /metrics."""
+    """Health and counters of the on-disk store, as reported in status, /healthz and /metrics."""
 
     healthy: bool
     error: str
@@ -79,6 +79,24 @@ class StorageStatus:
     clock_steps: int
     # samples dropped while the disk refused writes for longer than the store's backlog holds
     rows_dropped: int = 0
+    # received, not yet on disk: the backlog that grows while the disk refuses writes
+    rows_pending: int = 0
+    # newest sample time known to be on disk (segment and aggregate), 0 before the first write
+    committed_t_ns: int = 0
+    write_errors: int = 0
+    evictions: int = 0
+    # bytes written since start (SD-card wear): segment rows, aggregate appends, and the
+    # aggregate rewrites of a filesystem without FALLOC_FL_COLLAPSE_RANGE
+    segment_bytes_written: int = 0
+    aggregate_bytes_appended: int = 0
+    aggregate_bytes_rebuilt: int = 0
+    # how evictions trimmed the aggregate: in place (collapse) or by a background rewrite
+    aggregate_collapses: int = 0
+    aggregate_rebuilds: int = 0
+    # durations of the latest evictions on the writer's path and of the latest background
+    # rewrites, oldest first (at most the last 1024 of each)
+    eviction_seconds: tuple[float, ...] = ()
+    rebuild_seconds: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

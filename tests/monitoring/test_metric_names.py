@@ -31,7 +31,19 @@ def test_every_family_passes_promtool_check_metrics(tmp_path: Path) -> None:
         deviation_hist_counts=[90, 8, 1, 1],
         alive=True,
     )
-    storage = StorageStatus(True, "", 3, "x.csv", 3000, 10**9, 8000, 1, 0)
+    storage = StorageStatus(
+        True,
+        "",
+        3,
+        "x.csv",
+        3000,
+        10**9,
+        8000,
+        1,
+        0,
+        eviction_seconds=(0.002, 0.004),
+        rebuild_seconds=(1.5,),
+    )
     counters = ServerCounters(clients=1)
     counters.reject("max_clients")
     analytics = Analytics(

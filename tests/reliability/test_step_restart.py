@@ -34,7 +34,7 @@ def test_restart_after_a_backward_step_keeps_every_segment(tmp_path: Path) -> No
     feeder.feed(25.0)
     store.close()
     files, rows = store.file_list(), _rows(store)
-    assert rows == 50 * 800 and store.clock_steps == 1
+    assert rows == 50 * 800 and store.status().clock_steps == 1
 
     again = Store(make_config(tmp_path, segment_seconds=10), monotonic=FakeClock())
     again.open()

@@ -109,7 +109,7 @@ class Control:
         return self.healthy
 
     def sampler_stats(self) -> SamplerStats:
-        return SamplerStats(connected=True, running=True, samples=self.store.rows_written)
+        return SamplerStats(connected=True, running=True, samples=self.store.status().rows_written)
 
 
 @pytest.fixture

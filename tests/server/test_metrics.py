@@ -88,6 +88,58 @@ def test_metrics_without_histogram_are_still_valid() -> None:
     assert values["wilo_storage_healthy"] == 1
 
 
+def test_storage_counters_backlog_wear_and_eviction_times() -> None:
+    storage = StorageStatus(
+        True,
+        "",
+        3,
+        "x.csv",
+        0,
+        0,
+        800,
+        0,
+        rows_pending=1600,
+        committed_t_ns=1_795_792_920_500_000_000,
+        write_errors=2,
+        evictions=5,
+        segment_bytes_written=7000,
+        aggregate_bytes_appended=6000,
+        aggregate_bytes_rebuilt=300,
+        aggregate_collapses=4,
+        aggregate_rebuilds=1,
+        # 100 evictions of 1..100 ms, unordered: the median and p99 by nearest rank
+        eviction_seconds=tuple((k * 37 % 100 + 1) / 1000 for k in range(100)),
+        rebuild_seconds=(2.5,),
+    )
+    values = parse(
+        render_metrics(SamplerStats(), storage, ServerCounters(), collecting=True, paused=False)
+    )
+    assert values["wilo_storage_rows_pending"] == 1600
+    assert values["wilo_storage_committed_sample_timestamp_seconds"] == 1_795_792_920.5
+    assert values["wilo_storage_write_errors_total"] == 2
+    assert values["wilo_storage_evictions_total"] == 5
+    assert values['wilo_storage_written_bytes_total{file="segment"}'] == 7000
+    assert values['wilo_storage_written_bytes_total{file="aggregate_append"}'] == 6000
+    assert values['wilo_storage_written_bytes_total{file="aggregate_rebuild"}'] == 300
+    assert values['wilo_storage_aggregate_trims_total{method="collapse"}'] == 4
+    assert values['wilo_storage_aggregate_trims_total{method="rebuild"}'] == 1
+    assert values['wilo_storage_eviction_stat_seconds{stat="p50"}'] == 0.050
+    assert values['wilo_storage_eviction_stat_seconds{stat="p99"}'] == 0.100
+    assert values['wilo_storage_eviction_stat_seconds{stat="max"}'] == 0.100
+    assert values['wilo_storage_aggregate_rebuild_stat_seconds{stat="p50"}'] == 2.5
+    # before the first eviction there is no figure rather than a made-up 0
+    idle = parse(
+        render_metrics(
+            SamplerStats(),
+            StorageStatus(True, "", 0, None, 0, 0, 0, 0),
+            ServerCounters(),
+            collecting=True,
+            paused=False,
+        )
+    )
+    assert not any(key.startswith("wilo_storage_eviction_stat_seconds") for key in idle)
+
+
 def test_service_state_names_the_build_and_the_disk_floor() -> None:
     state = ServiceState(
         version="1.2.3",

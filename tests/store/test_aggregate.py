@@ -15,7 +15,7 @@ from storehelp import Feeder, aggregate_bytes, files_on_disk, make_config, segme
 
 from clocks import FakeClock
 from fuzzing import examples
-from wilo_backend.store.aggregate import Aggregate, collapse_range
+from wilo_backend.store.aggregate import Aggregate, collapse_range, collapse_supported_in
 from wilo_backend.store.csvformat import HEADER
 from wilo_backend.store.store import Store
 
@@ -114,11 +114,11 @@ def test_aggregate_equals_retained_segments_after_every_step(
             assert len(store.file_list()) <= max_files + 1  # + the one just started
         store.close()
         assert aggregate_bytes(store) == segment_data(store)
-        collapses, _rebuilds = store.aggregate_stats
+        collapses = store.status().aggregate_collapses
         if kind == "tmpfs":
-            assert collapses == 0 and not store.collapse_supported
+            assert collapses == 0 and not collapse_supported_in(store.readings_dir)
         else:
-            assert store.collapse_supported
+            assert collapse_supported_in(store.readings_dir)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -134,12 +134,17 @@ def test_collapse_path_trims_in_place_and_fallback_rebuilds(
     assert store.wait_idle()
     assert len(store.file_list()) == 3
     assert aggregate_bytes(store) == segment_data(store)
-    collapses, rebuilds = store.aggregate_stats
+    status = store.status()
+    collapses, rebuilds = status.aggregate_collapses, status.aggregate_rebuilds
+    assert status.evictions == 7
     if kind == "ext4":
-        assert collapses == 7 and rebuilds == 0
+        assert collapses == 7 and rebuilds == 0 and status.aggregate_bytes_rebuilt == 0
     else:
         # background rewrites may take several evicted segments at once
-        assert collapses == 0 and 1 <= rebuilds <= 7 and store.evictions == 7
+        assert collapses == 0 and 1 <= rebuilds <= 7 and status.aggregate_bytes_rebuilt > 0
+        assert 1 <= len(status.rebuild_seconds) <= rebuilds
+    # every eviction held up the writer for a measured while, once each
+    assert len(status.eviction_seconds) == 7 and min(status.eviction_seconds) > 0
     store.close()
 
 

@@ -22,6 +22,7 @@ from storehelp import (
 )
 
 from clocks import FakeClock
+from wilo_backend.store.aggregate import block_bytes
 from wilo_backend.store.csvformat import HEADER, parse_rows
 from wilo_backend.store.store import Store
 
@@ -43,7 +44,7 @@ def _writer(folder: Path, out_fd: int) -> NoReturn:
         os.write(out_fd, b"ready\n")
         while True:
             feeder.feed(0.125, batch_samples=100)
-            os.write(out_fd, b"%d\n" % store.committed_t_ns)
+            os.write(out_fd, b"%d\n" % store.status().committed_t_ns)
     finally:
         os._exit(1)
 
@@ -93,7 +94,8 @@ def _check(folder: Path, committed_t_ns: int) -> None:
             body = (store.readings_dir / relative).read_bytes()[len(HEADER) :]
             assert body.endswith(b"\n")
             assert all(WHOLE_ROW.fullmatch(line) for line in body[:-1].split(b"\n")), relative
-            assert len(body) % store.block_bytes == 0, "recovery re-pads the last segment"
+            block = block_bytes(store.readings_dir)
+            assert len(body) % block == 0, "recovery re-pads the last segment"
             t, _, _ = parse_rows(body)
             assert np.all(np.diff(t) > 0)
             newest = max(newest, int(t[-1]))

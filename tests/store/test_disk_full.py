@@ -66,7 +66,7 @@ def test_disk_full_degrades_then_resumes(small_tmpfs: Path) -> None:
     store.close_segment()
     assert _rows_on_disk(store) == 31 * 800  # every sample reached the disk in the end
     assert aggregate_bytes(store) == segment_data(store)
-    assert store.rows_dropped == 0
+    assert store.status().rows_dropped == 0
     for relative in store.file_list():
         t = parse_rows((store.readings_dir / relative).read_bytes()[len(HEADER) :])[0]
         assert np.all(np.diff(t) > 0)
@@ -120,7 +120,7 @@ def test_backlog_is_bounded_while_the_disk_refuses(
     monkeypatch.setattr(store_module.Aggregate, "append", refuse)
     feeder.feed(10)
     assert store.status().rows_dropped > 0
-    assert store.pending_rows <= 2 * 800
+    assert store.status().rows_pending <= 2 * 800
     monkeypatch.undo()
     feeder.feed(6)
     assert store.status().healthy

@@ -8,7 +8,7 @@ from pathlib import Path
 from storehelp import Feeder, aggregate_bytes, files_on_disk, make_config, segment_data
 
 from clocks import FakeClock
-from wilo_backend.store.aggregate import collapse_range
+from wilo_backend.store.aggregate import block_bytes, collapse_range
 from wilo_backend.store.csvformat import HEADER, parse_rows
 from wilo_backend.store.layout import AGGREGATE_NAME
 from wilo_backend.store.store import Store
@@ -45,7 +45,7 @@ def test_torn_rows_are_cut_and_the_segment_repadded(tmp_path: Path) -> None:
         f.write(b"2026-11-27T15:22:2")
     again = _reopen(tmp_path, segment_seconds=10)
     body = newest.read_bytes()[len(HEADER) :]
-    assert body.endswith(b"\n") and len(body) % again.block_bytes == 0
+    assert body.endswith(b"\n") and len(body) % block_bytes(again.readings_dir) == 0
     assert parse_rows(body)[0].shape[0] == flushed_rows
     _check_exact(again)
     again.close()

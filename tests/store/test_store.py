@@ -25,6 +25,7 @@ from storehelp import (
 
 from wilo_backend.model import PathRejectedError, SampleBatch
 from wilo_backend.store import store as store_module
+from wilo_backend.store.aggregate import block_bytes
 from wilo_backend.store.csvformat import HEADER, parse_rows
 from wilo_backend.store.store import Store
 from wilo_backend.store.summary import decimate, make_points, points_to_rows
@@ -62,7 +63,8 @@ def test_segments_rotate_on_wall_time_boundaries(tmp_path: Path, clock: FakeCloc
     assert t.shape[0] == 60 * 800
     assert t[0] == T0_NS and t[-1] == T0_NS + (60 * 800 - 1) * 1_250_000
     # closed segments end on a block boundary, the aggregate is header + every segment
-    assert (store.segment_sizes()[0][1] - len(HEADER)) % store.block_bytes == 0
+    oldest = store.readings_dir / store.file_list()[-1]
+    assert (oldest.stat().st_size - len(HEADER)) % block_bytes(store.readings_dir) == 0
     _assert_exact(store)
     store.close()
     _assert_exact(store)

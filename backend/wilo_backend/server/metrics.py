@@ -141,6 +141,69 @@ def _storage(out: _Writer, storage: StorageStatus) -> None:
         storage.rows_dropped,
     )
     out.one("wilo_clock_steps_total", "counter", "Wall-clock steps seen.", storage.clock_steps)
+    out.one(
+        "wilo_storage_rows_pending",
+        "gauge",
+        "Rows received and not yet on disk (grows while the disk refuses writes).",
+        storage.rows_pending,
+    )
+    out.one(
+        "wilo_storage_committed_sample_timestamp_seconds",
+        "gauge",
+        "Time of the newest sample known to be on disk (0 before the first write).",
+        storage.committed_t_ns / 1e9,
+    )
+    out.one(
+        "wilo_storage_write_errors_total",
+        "counter",
+        "Segment or aggregate writes the disk refused.",
+        storage.write_errors,
+    )
+    out.one("wilo_storage_evictions_total", "counter", "Segments evicted.", storage.evictions)
+    out.family(
+        "wilo_storage_written_bytes_total",
+        "counter",
+        "Bytes written to the data disk (SD-card wear), by what was written.",
+        [
+            ({"file": "segment"}, storage.segment_bytes_written),
+            ({"file": "aggregate_append"}, storage.aggregate_bytes_appended),
+            ({"file": "aggregate_rebuild"}, storage.aggregate_bytes_rebuilt),
+        ],
+    )
+    out.family(
+        "wilo_storage_aggregate_trims_total",
+        "counter",
+        "Evicted segments cut from the aggregate: in place (collapse) or by a rewrite (rebuild).",
+        [
+            ({"method": "collapse"}, storage.aggregate_collapses),
+            ({"method": "rebuild"}, storage.aggregate_rebuilds),
+        ],
+    )
+    out.family(
+        "wilo_storage_eviction_stat_seconds",
+        "gauge",
+        "Time an eviction held up the writer, over the latest evictions: median, p99, maximum.",
+        _stats(storage.eviction_seconds),
+    )
+    out.family(
+        "wilo_storage_aggregate_rebuild_stat_seconds",
+        "gauge",
+        "Time a background rewrite of the aggregate took, over the latest: median, p99, maximum.",
+        _stats(storage.rebuild_seconds),
+    )
+
+
+def _stats(seconds: tuple[float, ...]) -> list[tuple[dict[str, str], float]]:
+    """p50, p99 (nearest rank) and maximum; none before the first value."""
+    if not seconds:
+        return []
+    ordered = sorted(seconds)
+    last = len(ordered) - 1
+    return [
+        ({"stat": "p50"}, ordered[last // 2]),
+        ({"stat": "p99"}, ordered[min(last, int(len(ordered) * 0.99))]),
+        ({"stat": "max"}, ordered[last]),
+    ]
 
 
 def _server(out: _Writer, counters: ServerCounters) -> None:

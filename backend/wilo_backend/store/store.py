@@ -6,7 +6,6 @@ import logging
 import threading
 import time
 import zoneinfo
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -213,50 +212,9 @@ class Store:
     def _degrade(self, message: str) -> None:
         self._health.degrade(message)
 
-    # ---------------------------------------------------------------- counters (writer, evictor)
-
-    @property
-    def rows_written(self) -> int:
-        return self._writer.rows_written
-
-    @property
-    def rows_dropped(self) -> int:
-        return self._writer.rows_dropped
-
-    @property
-    def clock_steps(self) -> int:
-        return self._writer.clock_steps
-
-    @property
-    def write_errors(self) -> int:
-        return self._writer.write_errors
-
-    @property
-    def bytes_written(self) -> int:
-        return self._writer.bytes_written
-
-    @property
-    def committed_t_ns(self) -> int:
-        """Newest sample time known to be on disk (segment + aggregate)."""
-        return self._writer.committed_t_ns
-
     def wait_idle(self, timeout: float = 30.0) -> bool:
-        """Wait until the background worker has nothing left it can do now (tests, shutdown)."""
+        """Wait until the background worker has nothing left it can do now (shutdown, tests)."""
         return self._evictor.wait_idle(timeout)
-
-    @property
-    def evictions(self) -> int:
-        return self._evictor.evictions
-
-    @property
-    def eviction_seconds(self) -> deque[float]:
-        """Time each eviction took on the writer's path."""
-        return self._evictor.eviction_seconds
-
-    @property
-    def rebuild_seconds(self) -> deque[float]:
-        """Time each background rewrite of the aggregate took."""
-        return self._evictor.rebuild_seconds
 
     # ---------------------------------------------------------------- ReadingsView
 
@@ -299,50 +257,33 @@ class Store:
         return export_mod.resolve_export(self.exports_dir, filename)
 
     def status(self) -> StorageStatus:
+        """Health and counters in one snapshot, taken under the lock (status, /metrics)."""
         with self._lock:
             segments = self._index.segments
             try:
                 free = self._free_bytes(self.readings_dir)
             except OSError:
                 free = 0
+            writer, aggregate = self._writer, self._aggregate
             return StorageStatus(
                 healthy=not self._health.error,
                 error=self._health.error,
                 file_count=len(self._index),
                 latest_file=segments[-1].relative if segments else None,
-                bytes_retained=sum(s.size for s in segments) + self._aggregate.size,
+                bytes_retained=sum(s.size for s in segments) + aggregate.size,
                 free_bytes=free,
-                rows_written=self._writer.rows_written,
-                clock_steps=self._writer.clock_steps,
-                rows_dropped=self._writer.rows_dropped,
+                rows_written=writer.rows_written,
+                clock_steps=writer.clock_steps,
+                rows_dropped=writer.rows_dropped,
+                rows_pending=writer.pending_rows,
+                committed_t_ns=writer.committed_t_ns,
+                write_errors=writer.write_errors,
+                evictions=self._evictor.evictions,
+                segment_bytes_written=writer.bytes_written,
+                aggregate_bytes_appended=aggregate.bytes_appended,
+                aggregate_bytes_rebuilt=aggregate.bytes_rebuilt,
+                aggregate_collapses=aggregate.collapses,
+                aggregate_rebuilds=aggregate.rebuilds,
+                eviction_seconds=tuple(self._evictor.eviction_seconds),
+                rebuild_seconds=tuple(self._evictor.rebuild_seconds),
             )
-
-    # ---------------------------------------------------------------- introspection (tests, bench)
-
-    def segment_sizes(self) -> list[tuple[str, int]]:
-        with self._lock:
-            return [(s.relative, s.size) for s in self._index.segments]
-
-    @property
-    def pending_rows(self) -> int:
-        """Rows received but not yet on disk."""
-        with self._lock:
-            return self._writer.pending_rows
-
-    @property
-    def block_bytes(self) -> int:
-        return self._writer.block
-
-    @property
-    def collapse_supported(self) -> bool:
-        return self._aggregate.collapse_supported
-
-    @property
-    def aggregate_stats(self) -> tuple[int, int]:
-        """(collapses, rebuilds) done since open."""
-        return self._aggregate.collapses, self._aggregate.rebuilds
-
-    @property
-    def aggregate_bytes_written(self) -> tuple[int, int]:
-        """(bytes appended, bytes written by rebuilds) since open."""
-        return self._aggregate.bytes_appended, self._aggregate.bytes_rebuilt
