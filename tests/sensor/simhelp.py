@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from clocks import ManualClock
+from wilo_backend.sensor.bus import Bus
 from wilo_backend.sensor.mpu6050 import Mpu6050, SensorSetup, plan_setup
 from wilo_backend.sensor.sim import SimMpu6050, SimSignal
 
@@ -18,3 +21,41 @@ def configured(
     setup = plan_setup(mode, rate_mode, 2)
     driver.configure(setup)
     return clock, sim, driver, setup
+
+
+class RecordingBus:
+    """A Bus passing every call on to another, keeping the register writes that went through.
+
+    The driver's start-up sequence is checked against this log rather than against a list the
+    shipped simulator would have to keep (and grow) for tests.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.writes: list[tuple[int, int]] = []  # (register, value), in order
+
+    def read_byte_data(self, i2c_addr: int, register: int) -> int:
+        return self.bus.read_byte_data(i2c_addr, register)
+
+    def write_byte_data(self, i2c_addr: int, register: int, value: int) -> None:
+        self.bus.write_byte_data(i2c_addr, register, value)
+        self.writes.append((register, value))
+
+    def read_i2c_block_data(self, i2c_addr: int, register: int, length: int) -> list[int]:
+        return self.bus.read_i2c_block_data(i2c_addr, register, length)
+
+    def i2c_rdwr(self, *i2c_msgs: Any) -> None:
+        self.bus.i2c_rdwr(*i2c_msgs)
+
+    def close(self) -> None:
+        self.bus.close()
+
+
+def start_up_writes(
+    mode: str, rate_mode: str = "resample", range_g: int = 2
+) -> list[tuple[int, int]]:
+    """The register writes the driver makes to configure a simulated chip."""
+    clock = ManualClock()
+    bus = RecordingBus(SimMpu6050(clock))
+    Mpu6050(bus, clock).configure(plan_setup(mode, rate_mode, range_g))
+    return bus.writes

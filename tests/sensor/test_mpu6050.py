@@ -10,7 +10,7 @@ from wilo_backend.sensor import registers as r
 from wilo_backend.sensor.mpu6050 import Mpu6050, SensorError, plan_setup
 from wilo_backend.sensor.sim import SimMpu6050
 
-from .simhelp import configured
+from .simhelp import RecordingBus, configured, start_up_writes
 
 COMMON = [
     (r.PWR_MGMT_1, 0x80),  # device reset
@@ -20,8 +20,7 @@ COMMON = [
 
 
 def test_fifo_resample_start_up_writes() -> None:
-    _, sim, _, setup = configured("fifo", "resample")
-    assert sim.writes == [
+    assert start_up_writes("fifo", "resample") == [
         *COMMON,
         (r.CONFIG, 0x01),  # DLPF 184 Hz → gyro rate 1 kHz
         (r.SMPLRT_DIV, 0),  # 1 kHz / (1 + 0)
@@ -31,18 +30,17 @@ def test_fifo_resample_start_up_writes() -> None:
         (r.USER_CTRL, 0x04),  # FIFO reset
         (r.USER_CTRL, 0x40),  # FIFO on
     ]
-    assert setup.sample_rate_hz == 1000.0
+    assert plan_setup("fifo", "resample", 2).sample_rate_hz == 1000.0
 
 
 def test_fifo_direct_start_up_writes() -> None:
-    _, sim, _, setup = configured("fifo", "direct")
-    assert sim.writes[3:5] == [(r.CONFIG, 0x00), (r.SMPLRT_DIV, 9)]  # DLPF off: 8 kHz / 10
-    assert setup.sample_rate_hz == 800.0
+    writes = start_up_writes("fifo", "direct")
+    assert writes[3:5] == [(r.CONFIG, 0x00), (r.SMPLRT_DIV, 9)]  # DLPF off: 8 kHz / 10
+    assert plan_setup("fifo", "direct", 2).sample_rate_hz == 800.0
 
 
 def test_polled_start_up_writes_leave_fifo_off() -> None:
-    _, sim, _, _ = configured("polled")
-    assert sim.writes == [
+    assert start_up_writes("polled") == [
         *COMMON,
         (r.CONFIG, 0x01),
         (r.SMPLRT_DIV, 0),
@@ -53,11 +51,10 @@ def test_polled_start_up_writes_leave_fifo_off() -> None:
 
 @pytest.mark.parametrize(("range_g", "bits"), [(4, 0x08), (8, 0x10), (16, 0x18)])
 def test_accel_range_register_and_scale(range_g: int, bits: int) -> None:
+    assert (r.ACCEL_CONFIG, bits) in start_up_writes("polled", range_g=range_g)
     clock = ManualClock()
-    sim = SimMpu6050(clock)
-    driver = Mpu6050(sim, clock)
+    driver = Mpu6050(SimMpu6050(clock), clock)
     driver.configure(plan_setup("polled", "resample", range_g))
-    assert (r.ACCEL_CONFIG, bits) in sim.writes
     clock.advance(5_000_000)
     z_ms2 = driver.read_accel()[2] * driver.scale_ms2
     assert z_ms2 == pytest.approx(9.80665, abs=0.5)
@@ -67,9 +64,10 @@ def test_wrong_who_am_i_is_refused_with_the_value() -> None:
     clock = ManualClock()
     sim = SimMpu6050(clock)
     sim.regs[r.WHO_AM_I] = 0x70
+    bus = RecordingBus(sim)
     with pytest.raises(SensorError, match="WHO_AM_I reads 0x70, expected 0x68"):
-        Mpu6050(sim, clock).configure(plan_setup("fifo", "resample", 2))
-    assert sim.writes == []  # nothing written to a chip we do not know
+        Mpu6050(bus, clock).configure(plan_setup("fifo", "resample", 2))
+    assert bus.writes == []  # nothing written to a chip we do not know
 
 
 def test_missing_device_raises_oserror() -> None:

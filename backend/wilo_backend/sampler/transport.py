@@ -125,7 +125,6 @@ class RingWriter(_Shared):
         self._queued: deque[SampleBatch] = deque()  # batches waiting for the lock
         self._queued_samples = 0
         self._dropped = 0  # dropped from the queue, not yet told to the reader
-        self.deferred = 0  # writes that found the lock taken (for tests and benchmarks)
 
     def write(self, batch: SampleBatch) -> None:
         """Publish `batch` now, or with the next write if the reader holds the lock."""
@@ -144,7 +143,6 @@ class RingWriter(_Shared):
         if not self._queued and not self._dropped:
             return True
         if not self.lock.acquire(block, timeout_s if block else None):
-            self.deferred += 1
             return False
         try:
             while self._queued:

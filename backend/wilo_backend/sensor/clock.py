@@ -1,4 +1,4 @@
-"""Time sources: the Clock protocol and the real CLOCK_MONOTONIC (tests have a manual one)."""
+"""Time sources: the Clock protocol and the real CLOCK_MONOTONIC."""
 
 from __future__ import annotations
 

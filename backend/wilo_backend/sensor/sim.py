@@ -91,7 +91,8 @@ class SimMpu6050:
         self.i2c_hz = i2c_hz
         self.supports_rdwr = supports_rdwr
         self.rng = np.random.default_rng(seed)
-        self.writes: list[tuple[int, int]] = []  # every register write, in order, for tests
+        # the simulated chip's own truth, which a real chip cannot tell: what the driver's loss
+        # and error counts are checked against (three integers, nothing that grows)
         self.transfers = 0
         self.failed_transfers = 0
         self.samples_produced = 0
@@ -122,7 +123,7 @@ class SimMpu6050:
         self._fifo.append(0)
 
     def sample_ticks(self) -> int:
-        """Sample-clock ticks since power-on, whether the FIFO stored them or not (for tests)."""
+        """Sample-clock ticks since power-on, whether the FIFO stored them or not (ground truth)."""
         return math.floor(self._chip_seconds(self.clock.now_ns()) * self._sample_rate_hz()) + 1
 
     # ---- chip model -------------------------------------------------------------------------
@@ -233,7 +234,6 @@ class SimMpu6050:
 
     def _write(self, register: int, value: int) -> None:
         self._advance()
-        self.writes.append((register, value))
         if register == r.PWR_MGMT_1 and value & r.DEVICE_RESET:
             self._power_on(self._origin_ns)
             return
