@@ -27,6 +27,7 @@ _MARKS: tuple[tuple[str, str], ...] = (
     ("test_cli.py", "slow"),
     ("test_readme.py", "slow"),
     ("sampler/test_process.py", "slow"),  # the real acquisition process
+    ("sampler/test_shm.py::test_the_sampler_is_the_only_process_the_service_starts", "slow"),
     ("store/test_crash.py", "slow"),  # SIGKILL of a writer process, repeatedly
     ("reliability/test_step_restart.py", "slow"),
     ("sampler/test_transport.py::test_writer_and_reader_racing", "slow"),

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fuzzing import examples
 from wilo_backend.server.limits import (
     AuthThrottle,
     ConnectionGate,
@@ -181,7 +182,7 @@ class _GateOracle:
         self.waiting_since.pop(conn, None)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.lists(
         st.tuples(
