@@ -44,24 +44,25 @@ def _assert_exact(store: Store) -> None:
 
 def test_segments_rotate_on_wall_time_boundaries(tmp_path: Path, clock: FakeClock) -> None:
     announced: list[tuple[str, int]] = []
+    # 10 s segments: the same boundaries as the default minute, a sixth of the rows to write
     store = Store(
-        make_config(tmp_path),
+        make_config(tmp_path, segment_seconds=10),
         monotonic=clock,
         on_new_file=lambda rel, total: announced.append((rel, total)),
     )
     store.open()
     feeder = Feeder(store, clock)
-    feeder.feed(150)
+    feeder.feed(25)
     day = "2026/11/Week_4/27"
-    assert store.file_list() == [f"{day}/152400.csv", f"{day}/152300.csv", f"{day}/152200.csv"]
+    assert store.file_list() == [f"{day}/152220.csv", f"{day}/152210.csv", f"{day}/152200.csv"]
     assert announced == [
         (f"{day}/152200.csv", 1),
-        (f"{day}/152300.csv", 2),
-        (f"{day}/152400.csv", 3),
+        (f"{day}/152210.csv", 2),
+        (f"{day}/152220.csv", 3),
     ]
     t, _, _ = parse_rows(_rows(store.readings_dir / day / "152200.csv"))
-    assert t.shape[0] == 60 * 800
-    assert t[0] == T0_NS and t[-1] == T0_NS + (60 * 800 - 1) * 1_250_000
+    assert t.shape[0] == 10 * 800
+    assert t[0] == T0_NS and t[-1] == T0_NS + (10 * 800 - 1) * 1_250_000
     # closed segments end on a block boundary, the aggregate is header + every segment
     oldest = store.readings_dir / store.file_list()[-1]
     assert (oldest.stat().st_size - len(HEADER)) % block_bytes(store.readings_dir) == 0
@@ -69,7 +70,7 @@ def test_segments_rotate_on_wall_time_boundaries(tmp_path: Path, clock: FakeCloc
     store.close()
     _assert_exact(store)
     total = sum(parse_rows(_rows(store.readings_dir / r))[0].shape[0] for r in store.file_list())
-    assert total == 150 * 800  # nothing lost on a clean close
+    assert total == 25 * 800  # nothing lost on a clean close
 
 
 def test_segments_are_plain_csv_for_pandas_and_csv(tmp_path: Path, open_store: OpenStore) -> None:
@@ -257,11 +258,11 @@ def test_read_csv_in_blocks_answers_what_a_whole_file_decimation_would(
 
 
 def test_folder_structure_lists_every_segment(tmp_path: Path, open_store: OpenStore) -> None:
-    store, feeder = open_store(tmp_path, segment_seconds=30)
-    feeder.feed(70)
+    store, feeder = open_store(tmp_path, segment_seconds=10)
+    feeder.feed(25)
     tree = store.folder_structure()
     files = tree["2026"]["11"]["Week_4"]["27"]
-    assert [f["filename"] for f in files] == ["152200.csv", "152230.csv", "152300.csv"]
+    assert [f["filename"] for f in files] == ["152200.csv", "152210.csv", "152220.csv"]
     for entry in files:
         assert entry["path"] == "2026/11/Week_4/27/" + entry["filename"]
         assert entry["size"] == (store.readings_dir / entry["path"]).stat().st_size
