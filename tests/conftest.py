@@ -38,6 +38,13 @@ _MARKS: tuple[tuple[str, str], ...] = (
     # 120 s of live data through a real socket: 3 s of CPU; the 60 s full-rate test stays
     ("server/test_live_socket.py::test_a_stalled_subscriber", "slow"),
     ("sampler/test_acquire.py::test_clock_error_still_gives_800", "slow"),
+    # the heaviest computations of make test-fast, each 1-1.5 s of CPU: the polled sampler's
+    # 800 Hz (test_polled_stall_counts_missed_deadlines keeps polled mode in it), a 3-hour trend
+    # from minute roll-ups (the roll-up file is still written in test_rows_land_in_one_file...),
+    # the summary rings' size and a day of their points
+    ("sampler/test_acquire.py::test_other_modes_deliver_800_hz[polled-resample]", "slow"),
+    ("analytics/test_feature_store.py::test_long_trends_come_from_minute_rollups", "slow"),
+    ("store/test_summary.py::test_memory_hardly_grows_with_retention", "slow"),
 )
 
 settings.register_profile(DEV_PROFILE, max_examples=DEV_EXAMPLES, deadline=None)
