@@ -39,17 +39,24 @@ def _part(path: Path) -> str:
     return relative.parts[0] if len(relative.parts) > 1 else relative.stem
 
 
-def _imported_parts(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+def _imported_parts(path: Path, source: str | None = None) -> set[str]:
+    """The parts of the package `path` imports, relative imports (`from .. import x`) included."""
+    tree = ast.parse(source if source is not None else path.read_text(), filename=str(path))
+    package = path.relative_to(PACKAGE).parts[:-1]  # the package the module is in
     found: set[str] = set()
     for node in ast.walk(tree):
-        names: list[str] = []
+        targets: list[list[str]] = []
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        for name in names:
-            parts = name.split(".")
+            targets = [alias.name.split(".") for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            targets = [node.module.split(".")]
+        elif isinstance(node, ast.ImportFrom):
+            base = ["wilo_backend", *package[: len(package) - (node.level - 1)]]
+            if node.module:
+                targets = [[*base, *node.module.split(".")]]
+            else:  # `from .. import service`: each name may be a module
+                targets = [[*base, alias.name] for alias in node.names]
+        for parts in targets:
             if parts[0] == "wilo_backend" and len(parts) > 1:
                 found.add(parts[1])
     return found
@@ -66,3 +73,13 @@ def test_every_module_imports_only_from_below() -> None:
             if imported not in ALLOWED[part]:
                 wrong.append(f"{path.relative_to(PACKAGE)} imports wilo_backend.{imported}")
     assert wrong == []
+
+
+def test_relative_imports_count_as_the_part_they_name() -> None:
+    """A `from .. import service` in the store is as much an upward import as the absolute one
+    (relative imports went unchecked before: the appliance uses them)."""
+    module = PACKAGE / "store" / "reader.py"
+    assert _imported_parts(module, "from .. import service\n") == {"service"}
+    assert _imported_parts(module, "from ..server.app import WiloServer\n") == {"server"}
+    assert _imported_parts(module, "from .layout import X\n") == {"store"}
+    assert _imported_parts(module, "import wilo_backend.sensor.sim\n") == {"sensor"}
