@@ -6,7 +6,6 @@ import csv
 import io
 
 import numpy as np
-import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,6 +61,8 @@ def test_round_trip_and_padding(
 
 
 def test_pandas_reads_a_padded_block_with_no_options() -> None:
+    import pandas as pd  # here: a second of every xdist worker's start-up otherwise
+
     t = T0_NS + np.arange(3, dtype=np.int64) * 1_250_000
     xyz = np.array([[0.1, 0.2, 9.8], [0.0, -0.1, 9.7], [1.0, 1.0, 1.0]])
     body = format_rows(t, xyz)

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 from storehelp import (
     T0_NS,
@@ -77,6 +76,8 @@ def test_segments_are_plain_csv_for_pandas_and_csv(tmp_path: Path, open_store: O
     store, feeder = open_store(tmp_path, segment_seconds=2)
     feeder.feed(5)
     store.close_segment()
+    import pandas as pd  # here: a second of every xdist worker's start-up otherwise
+
     for relative in store.file_list():
         path = store.readings_dir / relative
         frame = pd.read_csv(path)
