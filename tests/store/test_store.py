@@ -329,15 +329,17 @@ def test_recent_decimates_outside_the_lock_so_status_and_appends_do_not_wait(
 
 
 def test_restart_recovers_index_aggregate_and_history(tmp_path: Path, clock: FakeClock) -> None:
-    config = make_config(tmp_path, segment_seconds=10, max_files=4)
+    # 2 s segments: four of them, the newest open, as 10 s ones would be after 38 s
+    config = make_config(tmp_path, segment_seconds=2, max_files=4)
     store = Store(config, monotonic=clock)
     store.open()
     feeder = Feeder(store, clock)
-    feeder.feed(35)
+    feeder.feed(7)
     spike = feeder.batch(10)
     spike.xyz[0] = [0.0, 99.0, 0.0]
     store.append(spike)
-    feeder.feed(3)
+    feeder.feed(0.6)
+    assert len(store.file_list()) == 4
     files = store.file_list()
     store.close()
 
@@ -350,7 +352,7 @@ def test_restart_recovers_index_aggregate_and_history(tmp_path: Path, clock: Fak
     # retention continues where it was
     more = Feeder(again, clock, t0_ns=feeder.t_ns)
     more.index = feeder.index
-    more.feed(25)
+    more.feed(5)
     assert len(again.file_list()) == 4
     _assert_exact(again)
     again.close()
