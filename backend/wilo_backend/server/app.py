@@ -196,6 +196,8 @@ class _Client:
     session: Session
     # requests the session accepted, waiting for this client's serial worker
     queue: asyncio.Queue[protocol.Request] = field(default_factory=asyncio.Queue)
+    # set each time one of its requests is through: a held reader may read on (Session.read_hold)
+    request_done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def _json_response(status: http.HTTPStatus, body: dict[str, Any]) -> Response:
@@ -806,6 +808,12 @@ class WiloServer:
                 outcome = session.receive(raw, self._clock())
                 if isinstance(outcome, str):
                     await connection.send(outcome)
+                    hold = session.read_hold()
+                    if hold is not None:  # not read meanwhile: its frames wait in its socket
+                        client.request_done.clear()
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(hold):
+                                await client.request_done.wait()
                 else:
                     client.queue.put_nowait(outcome)
         except ConnectionClosed:
@@ -836,6 +844,7 @@ class WiloServer:
                     # counted as answered before the reply leaves: a client that sends its next
                     # request on seeing the reply must find its slot free
                     session.done()
+                    client.request_done.set()
                 for reply in replies:
                     await client.connection.send(reply, text=True)
 

@@ -141,6 +141,15 @@ class PushStatus:
 Action = Send | Offload | StartExport | PushStatus
 
 
+# Refusals ('busy', 'rate limited') in a row after which a client's next frame is not read
+# until one of its requests is through (or HOLD_SECONDS pass; for 'rate limited', its next
+# token): its frames wait in its own socket, TCP slows it down, and nothing is lost. Read and
+# refused one by one, the expensive flood's ~2,800 frames a second kept the event loop busy
+# and a legitimate get_status waited 60-200 ms p50 behind them (bench abuse).
+HOLD_AFTER_REFUSALS: Final = 8
+HOLD_SECONDS: Final = 1.0
+
+
 class Session:
     """One client's auth state, request budget, pending count and live outbox."""
 
@@ -162,6 +171,8 @@ class Session:
         self.outbox = Outbox()
         # requests read and not yet answered: queued for this client's serial worker or running
         self.pending = 0
+        # 'busy' and 'rate limited' answers since the last request it was allowed
+        self.refused_in_a_row = 0
         self._bucket = TokenBucket(
             config.max_requests_per_second, max(1.0, config.max_requests_per_second), now
         )
@@ -198,6 +209,7 @@ class Session:
         limit = self.context.config.max_pending_requests
         if self.pending >= limit:
             counters.busy_total += 1
+            self.refused_in_a_row += 1
             return protocol.encode(
                 protocol.error_message(
                     f"busy: {limit} requests of this client already queued or running "
@@ -206,9 +218,20 @@ class Session:
                 )
             )
         self.pending += 1
+        self.refused_in_a_row = 0
         return request
 
+    def read_hold(self) -> float | None:
+        """None: read the next frame now. Else the client kept sending into refusals: read it
+        only once a request of its is through (done()) or after at most these seconds."""
+        if self.refused_in_a_row < HOLD_AFTER_REFUSALS:
+            return None
+        if self.pending >= self.context.config.max_pending_requests:
+            return HOLD_SECONDS
+        return min(HOLD_SECONDS, 1.0 / self.context.config.max_requests_per_second)
+
     def _rate_limited(self, request_id: RequestId | None) -> str:
+        self.refused_in_a_row += 1
         self.context.counters.rate_limited_total += 1
         limit = self.context.config.max_requests_per_second
         return protocol.encode(
