@@ -19,8 +19,9 @@ WORK=${IMAGE_WORK:-/var/tmp/wilo-image-build}
 BOOT_MIB=256
 ROOT_LABEL=wilo-root
 BOOT_LABEL=WILO-BOOT
-# community.general (for its chroot connection) is not in ansible-core: taken from the `ansible`
-# package of the same release line, pinned by hash, unpacked into the repo's .ansible/.
+# community.general (for its chroot connection) and ansible.posix (profile_tasks: each task's time
+# in the build log) are not in ansible-core: taken from the `ansible` package of the same release
+# line, pinned by hash, unpacked into the repo's .ansible/.
 COLLECTIONS=$REPO/.ansible/image-collections
 ANSIBLE_WHEEL="ansible==12.3.0 --hash=sha256:cd156f82fa87f7a899212b0efa9f7ca3a24d609212de9f78428a572eb01e5414"
 
@@ -51,6 +52,30 @@ step "base root filesystem: $LOWER"
 mkdir -p "$CACHE"
 KEY=$(cat <(basename "$LOWER") "$REPO/image/layer.sh" | sha256sum | cut -c1-12)
 LAYER=$CACHE/layer-$KEY
+
+# The image is keyed by everything that goes into it: the layer's key, this script, the image's
+# own files (content and modes), the roles and playbooks, the dist, Ansible's and the
+# collections' versions, the xz level. The same inputs again: the image already built is kept
+# (its checksum verified) and nothing is rebuilt.
+XZ_LEVEL=${IMAGE_XZ_LEVEL:-1}
+INPUTS=$(
+  cd "$REPO"
+  {
+    echo "$KEY $ANSIBLE_WHEEL xz-$XZ_LEVEL $NAME"
+    "$BIN/ansible-playbook" --version | head -1
+    cat image/build.sh "$DIST_DIR/build-info.json" "$DIST_DIR/SHA256SUMS"
+    find image/rootfs ansible -path '*/__pycache__' -prune -o \( -type f -o -type l \) \
+      -printf '%p %m %l\n' | LC_ALL=C sort
+    find image/rootfs ansible -path '*/__pycache__' -prune -o -type f -print0 | LC_ALL=C sort -z |
+      xargs -0 sha256sum
+  } | sha256sum | cut -c1-16
+)
+if [ "${IMAGE_REBUILD:-0}" != 1 ] && [ "$(cat "$OUT_DIR/$NAME.img.inputs" 2>/dev/null)" = "$INPUTS" ] &&
+  (cd "$OUT_DIR" && sha256sum --check --quiet "$NAME.img.xz.sha256"); then
+  log "$OUT_DIR/$NAME.img.xz is up to date (inputs $INPUTS; IMAGE_REBUILD=1 builds it again)"
+  exit 0
+fi
+rm -f "$OUT_DIR/$NAME.img.inputs"
 exec 8>"$CACHE/.lock"
 flock 8
 if [ ! -f "$LAYER/.complete" ]; then
@@ -86,20 +111,26 @@ for fs in proc sys dev dev/pts; do
 done
 chroot "$ROOT" systemctl enable --quiet systemd-networkd.service systemd-resolved.service wilo-firstboot.service
 
-if [ ! -f "$COLLECTIONS/ansible_collections/community/general/plugins/connection/chroot.py" ]; then
-  log "unpacking community.general from the pinned ansible package into $COLLECTIONS"
+if [ ! -f "$COLLECTIONS/ansible_collections/community/general/plugins/connection/chroot.py" ] ||
+  [ ! -f "$COLLECTIONS/ansible_collections/ansible/posix/plugins/callback/profile_tasks.py" ]; then
+  log "unpacking community.general and ansible.posix from the pinned ansible package into $COLLECTIONS"
   dl=$(mktemp -d)
   echo "$ANSIBLE_WHEEL" >"$dl/requirements.txt"
   "$BIN/pip" download --quiet --no-deps --require-hashes -r "$dl/requirements.txt" -d "$dl"
   rm -rf "$COLLECTIONS.part"
   mkdir -p "$(dirname "$COLLECTIONS")"
-  unzip -q "$dl"/ansible-*.whl 'ansible_collections/community/general/*' -d "$COLLECTIONS.part"
+  unzip -q "$dl"/ansible-*.whl 'ansible_collections/community/general/*' \
+    'ansible_collections/ansible/posix/*' -d "$COLLECTIONS.part"
   rm -rf "$COLLECTIONS" "$dl"
   mv "$COLLECTIONS.part" "$COLLECTIONS"
 fi
+# Every module is an emulated Python (seconds each): pipelining feeds it on stdin, one emulated
+# process per task instead of a copy, a chmod, a run and a cleanup.
 log "applying pi_tuning and wilo_backend (image mode) to $ROOT"
 ANSIBLE_CONFIG=$REPO/ansible/ansible.cfg ANSIBLE_HOME=$WORK/ansible-home \
-  ANSIBLE_COLLECTIONS_PATH=$COLLECTIONS ANSIBLE_NOCOLOR=1 PATH=$BIN:$PATH \
+  ANSIBLE_COLLECTIONS_PATH=$COLLECTIONS ANSIBLE_NOCOLOR=1 ANSIBLE_PIPELINING=1 \
+  ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks PROFILE_TASKS_SORT_ORDER=none \
+  PROFILE_TASKS_TASK_OUTPUT_LIMIT=all PATH=$BIN:$PATH \
   "$BIN/ansible-playbook" -i wilo_image, "$REPO/ansible/image.yml" \
   -e ansible_connection=community.general.chroot -e "ansible_host=$ROOT" \
   -e ansible_python_interpreter=/usr/bin/python3 -e "wilo_backend_dist_dir=$DIST_DIR"
@@ -131,9 +162,10 @@ step "disk image $RAW: $((4 + BOOT_MIB + ROOT_MIB)) MiB (root $ROOT_MIB MiB, $us
 
 mkdir -p "$OUT_DIR"
 bmaptool -q create -o "$OUT_DIR/$NAME.img.bmap" "$RAW"
-xz -T0 -${IMAGE_XZ_LEVEL:-1} -c "$RAW" >"$OUT_DIR/$NAME.img.xz.part"
+xz -T0 -"$XZ_LEVEL" -c "$RAW" >"$OUT_DIR/$NAME.img.xz.part"
 mv "$OUT_DIR/$NAME.img.xz.part" "$OUT_DIR/$NAME.img.xz"
 (cd "$OUT_DIR" && sha256sum "$NAME.img.xz" "$NAME.img.bmap" >"$NAME.img.xz.sha256")
+echo "$INPUTS" >"$OUT_DIR/$NAME.img.inputs"
 rm -rf "$WORK"
 step "compressed"
 log "$OUT_DIR/$NAME.img.xz: $(du -m "$OUT_DIR/$NAME.img.xz" | cut -f1) MiB (raw $((4 + BOOT_MIB + ROOT_MIB)) MiB) in $((SECONDS - t0)) s"

@@ -72,10 +72,14 @@ cat >"$tmp/etc/default/raspi-firmware" <<DEFAULTS
 ROOTPART=LABEL=$ROOT_LABEL
 CONSOLES="tty0 ttyS1,115200"
 DEFAULTS
+# The boot partition is nofail: a card whose FAT partition is missing or slow to show still boots
+# its root (SSH, the journal); only what needs /boot/firmware (first boot) waits for it. Its
+# device shows in a second on a Pi; under emulation the real root's udev coldplug alone took
+# more than systemd's default 90 s, hence the longer device timeout.
 cat >"$tmp/etc/fstab" <<FSTAB
 # wilo appliance image: noatime (fewer writes to the card), no swap
 LABEL=$ROOT_LABEL	/	ext4	defaults,noatime,commit=60	0	1
-LABEL=$BOOT_LABEL	/boot/firmware	vfat	defaults,noatime,umask=0077	0	2
+LABEL=$BOOT_LABEL	/boot/firmware	vfat	defaults,noatime,umask=0077,nofail,x-systemd.device-timeout=10min	0	2
 FSTAB
 
 t0=$SECONDS

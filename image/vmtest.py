@@ -390,6 +390,10 @@ def first_boot(vm: VM, disk: Disk, pubkey: str, version: str, report: dict[str, 
         vm.ssh("findmnt -no FSTYPE /boot/firmware").strip() == "vfat",
         "the FAT partition mounted at /boot/firmware",
     )
+    # Without nofail a FAT device slower than systemd's device timeout (udev's coldplug under
+    # emulation took longer) sent the whole boot to emergency mode, SSH down.
+    fstab = vm.ssh("findmnt --fstab -no OPTIONS /boot/firmware").strip().split(",")
+    check("nofail" in fstab, f"/boot/firmware is nofail in fstab ({','.join(fstab)})")
     journald = vm.ssh("systemd-analyze cat-config systemd/journald.conf")
     check(
         "SystemMaxUse=64M" in journald and "RateLimitBurst=2000" in journald,
