@@ -401,6 +401,12 @@ def first_boot(vm: VM, disk: Disk, pubkey: str, version: str, report: dict[str, 
     )
     sshd = vm.ssh("sshd -T").splitlines()
     check("passwordauthentication no" in sshd, "sshd: no password authentication")
+    keys = sorted(vm.ssh("cd /etc/ssh && ls ssh_host_*_key").split())
+    want_keys = ["ssh_host_ecdsa_key", "ssh_host_ed25519_key"]
+    check(keys == want_keys, f"SSH host keys ed25519 and ecdsa only ({keys})")
+    # e.g. the governor unit on a machine without cpufreq policies failed here before
+    failed = vm.ssh("systemctl --failed --no-legend --plain").strip()
+    check(failed == "", f"no failed unit ({failed or 'none'})")
     shown = vm.ssh("systemctl show wilo-backend -p " + " -p ".join(SANDBOX))
     props = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
     for key, want in SANDBOX.items():
