@@ -410,8 +410,9 @@ def first_boot(vm: VM, disk: Disk, pubkey: str, version: str, report: dict[str, 
     shown = vm.ssh("systemctl show wilo-backend -p " + " -p ".join(SANDBOX))
     props = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
     for key, want in SANDBOX.items():
+        # list properties come back in systemd's order (RestrictAddressFamilies sorted), not ours
         check(
-            props.get(key) == want,
+            sorted(props.get(key, "").split()) == sorted(want.split()),
             f"unit sandbox {key}={want} (systemctl show: {props.get(key)!r})",
         )
     user = vm.ssh("ps -o user= -p $(systemctl show -p MainPID --value wilo-backend)").strip()
