@@ -167,9 +167,15 @@ class VM:
         ]  # fmt: skip
 
     def ssh(self, command: str, check: bool = True, timeout: float = 120) -> str:
-        proc = subprocess.run(
-            [*self.ssh_argv(), command], capture_output=True, text=True, timeout=timeout
-        )
+        # 255 is ssh's own failure (a connection timed out on a loaded host), not the command's:
+        # tried again, so a slow connect is not reported as the command's empty answer
+        for _ in range(3):
+            proc = subprocess.run(
+                [*self.ssh_argv(), command], capture_output=True, text=True, timeout=timeout
+            )
+            if proc.returncode != 255:
+                break
+            time.sleep(5)
         if check and proc.returncode != 0:
             raise CheckError(f"on the VM `{command}` exited {proc.returncode}: {proc.stderr}")
         return proc.stdout
@@ -265,7 +271,7 @@ def ssh_works(vm: VM) -> bool:
 
 
 def mark_times(vm: VM) -> dict[str, str]:
-    out = vm.ssh("cd /var/lib/wilo-firstboot && stat -c '%n %Y' " + " ".join(MARKS), check=False)
+    out = vm.ssh("cd /var/lib/wilo-firstboot && stat -c '%n %Y' " + " ".join(MARKS))
     return dict(line.split() for line in out.splitlines() if line.strip())
 
 
