@@ -308,8 +308,8 @@ async def test_a_flood_of_slow_requests_is_rate_limited_at_arrival(
     busy = [r for r in replies.values() if r.get("message", "").startswith("busy:")]
     answered = [r for r in replies.values() if r["type"] == "recent_data"]
     # The limiter fires on arrival: it never did when frames were counted as the worker took
-    # them. Past HOLD_AFTER_REFUSALS refusals in a row the client is read only as its requests
-    # get through, so more are served than when all 200 were read and refused at once.
+    # them. Past HOLD_AFTER_REFUSALS refusals in a row with its queue full the client is read
+    # only as its requests get through, so more are served than when all 200 were read at once.
     assert len(limited) >= 50
     assert busy  # and the queue cap, for those under the rate
     assert len(limited) + len(busy) + len(answered) == 200

@@ -141,9 +141,10 @@ class PushStatus:
 Action = Send | Offload | StartExport | PushStatus
 
 
-# Refusals ('busy', 'rate limited') in a row after which a client's next frame is not read
-# until one of its requests is through (or HOLD_SECONDS pass; for 'rate limited', its next
-# token): its frames wait in its own socket, TCP slows it down, and nothing is lost. Read and
+# Refusals ('busy', 'rate limited') in a row after which a client whose queue is full is not
+# read until one of its requests is through (or HOLD_SECONDS pass): its frames wait in its own
+# socket, TCP slows it down, and nothing is lost. ('rate limited' alone is not held: answering
+# it is cheap, and a hold on the loop's clock would ignore the injected one.) Read and
 # refused one by one, the expensive flood's ~2,800 frames a second kept the event loop busy
 # and a legitimate get_status waited 60-200 ms p50 behind them (bench abuse).
 HOLD_AFTER_REFUSALS: Final = 8
@@ -222,13 +223,13 @@ class Session:
         return request
 
     def read_hold(self) -> float | None:
-        """None: read the next frame now. Else the client kept sending into refusals: read it
-        only once a request of its is through (done()) or after at most these seconds."""
+        """None: read the next frame now. Else the client kept sending into refusals with its
+        queue full: read on once a request of its is through (done()), at most these seconds."""
         if self.refused_in_a_row < HOLD_AFTER_REFUSALS:
             return None
         if self.pending >= self.context.config.max_pending_requests:
             return HOLD_SECONDS
-        return min(HOLD_SECONDS, 1.0 / self.context.config.max_requests_per_second)
+        return None
 
     def _rate_limited(self, request_id: RequestId | None) -> str:
         self.refused_in_a_row += 1
