@@ -174,6 +174,10 @@ deploy: dist ## user: make dist + the deploy playbook (INVENTORY=, PLAYBOOK=, LI
 prometheus: ## dev: Debian's prometheus (brings promtool) for monitoring/'s checks and its integration test
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends prometheus; }
 
+.PHONY: qemu-system
+qemu-system: ## dev: Debian's qemu-system-arm (qemu-system-aarch64) and ssh for make image-test
+	@command -v qemu-system-aarch64 >/dev/null && command -v ssh >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends qemu-system-arm openssh-client; }
+
 .PHONY: browser
 browser: ## dev: Debian's chromium for the live-page browser test (Playwright's own browser download fails here)
 	@command -v chromium >/dev/null || { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium; }
@@ -193,5 +197,5 @@ image: ## user: the Raspberry Pi SD image dist/wilo-appliance-<version>-arm64.im
 	DIST_DIR=$(DIST_DIR) BIN=$(abspath $(BIN)) image/build.sh
 
 IMAGE_TEST_ARGS ?=
-image-test: install ## dev: boot the built image in qemu-system-aarch64: SSH, /healthz, 800 rows/s, second boot, deploy drill
+image-test: install qemu-system ## dev: boot the built image in qemu-system-aarch64: SSH, /healthz, 800 rows/s, second boot, deploy drill
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m image.vmtest --dist-dir $(DIST_DIR) $(IMAGE_TEST_ARGS)
