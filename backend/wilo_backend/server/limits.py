@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
 from urllib.parse import parse_qs
@@ -84,16 +84,7 @@ class ConnectionGate(Generic[Conn]):
         return sum(len(waiting) for waiting in self._waiting.values())
 
     def admit(self, conn: Conn, address: str, now: float) -> Admission[Conn]:
-        if self._per_address.get(address, 0) >= self.max_per_address:
-            return Admission(refused="max_connections_per_address")
-        evict: Conn | None = None
-        if len(self._address_of) >= self.max_connections:
-            evict = self._eviction_candidate(now, address)
-            if evict is None:
-                return Admission(refused="max_connections")
-            self.release(evict)
-        self._add(conn, address, now)
-        return Admission(evict=evict)
+        return self._admit(conn, address, now, lambda: self._eviction_candidate(now, address))
 
     def admit_authorized(self, conn: Conn, address: str, now: float) -> Admission[Conn]:
         """A socket refused at the cap whose request then carried the token: the oldest waiting
@@ -105,17 +96,27 @@ class ConnectionGate(Generic[Conn]):
         in the abuse bench). Only when every slot holds a socket that has sent its request
         (a real client) is it refused.
         """
+        return self._admit(conn, address, now, self._oldest_of_the_busiest)
+
+    def _admit(
+        self, conn: Conn, address: str, now: float, victim: Callable[[], Conn | None]
+    ) -> Admission[Conn]:
         if self._per_address.get(address, 0) >= self.max_per_address:
             return Admission(refused="max_connections_per_address")
         evict: Conn | None = None
         if len(self._address_of) >= self.max_connections:
-            if not self._waiting:
+            evict = victim()
+            if evict is None:
                 return Admission(refused="max_connections")
-            busiest = max(self._waiting.values(), key=len)
-            evict = next(iter(busiest))
             self.release(evict)
         self._add(conn, address, now)
         return Admission(evict=evict)
+
+    def _oldest_of_the_busiest(self) -> Conn | None:
+        if not self._waiting:
+            return None
+        busiest = max(self._waiting.values(), key=len)
+        return next(iter(busiest))
 
     def _add(self, conn: Conn, address: str, now: float) -> None:
         self._address_of[conn] = address

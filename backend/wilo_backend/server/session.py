@@ -225,11 +225,8 @@ class Session:
     def read_hold(self) -> float | None:
         """None: read the next frame now. Else the client kept sending into refusals with its
         queue full: read on once a request of its is through (done()), at most these seconds."""
-        if self.refused_in_a_row < HOLD_AFTER_REFUSALS:
-            return None
-        if self.pending >= self.context.config.max_pending_requests:
-            return HOLD_SECONDS
-        return None
+        full = self.pending >= self.context.config.max_pending_requests
+        return HOLD_SECONDS if full and self.refused_in_a_row >= HOLD_AFTER_REFUSALS else None
 
     def _rate_limited(self, request_id: RequestId | None) -> str:
         self.refused_in_a_row += 1
