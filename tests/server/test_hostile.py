@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import selectors
@@ -260,6 +261,33 @@ async def test_bad_requests_get_400_and_one_short_warning(
     (line,) = problems
     assert line.levelno == logging.WARNING and line.exc_info is None
     assert "127.0.0.1" in line.getMessage() and len(line.getMessage()) <= 200
+
+
+def _live_connections() -> int:
+    gc.collect()
+    return sum(isinstance(o, app_module._Connection) for o in gc.get_objects())
+
+
+async def test_a_closed_connection_is_freed_at_once_not_at_its_request_deadline(
+    make_server: Any,
+) -> None:
+    """A connection's pre-request deadline must not keep it alive once it is closed: the
+    abuse bench's malformed flood (~2,500 connections/s) held every closed connection, with
+    its parser and traceback, for the 3 s deadline: the main process went from 60 to 158 MiB."""
+    server = await make_server(request_timeout_seconds=120)
+    port = server.port or 0
+    before = _live_connections()
+    for _ in range(30):
+        await _raw_exchange(port, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        assert (await http_get(port, "/healthz"))[0] == 200
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        await writer.wait_closed()
+    for _ in range(200):  # each closes within a few turns of the loop: 10 s at most
+        if _live_connections() <= before:
+            break
+        await asyncio.sleep(0.05)
+    assert _live_connections() == before
 
 
 async def test_an_attacker_cannot_flood_the_log(
