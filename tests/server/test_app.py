@@ -479,6 +479,21 @@ async def test_a_connection_that_never_sends_its_request_is_dropped(make_server:
     assert (await http_get(server.port or 0, "/healthz"))[0] == 200
 
 
+async def test_sockets_that_send_nothing_are_dropped_and_their_slots_freed(
+    make_server: Any,
+) -> None:
+    """They wait for their first byte without a connection object (listener.Accepted): the
+    deadline still drops them, and gives their slots back."""
+    server = await make_server(request_timeout_seconds=0.2, max_connections_per_address=2)
+    port = server.port or 0
+    silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+    for reader, writer in silent:
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # the server hung up
+        writer.close()
+    assert (await http_get(port, "/healthz"))[0] == 200  # the address is under its cap again
+
+
 @pytest.mark.parametrize("request_id", [0, ""])
 async def test_a_falsy_request_id_is_echoed_in_every_kind_of_reply(
     server: WiloServer, request_id: object

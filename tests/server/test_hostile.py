@@ -553,7 +553,9 @@ async def test_a_refused_socket_never_becomes_a_connection(
 ) -> None:
     """Over the cap a socket is answered 503 and closed before any asyncio transport or
     websockets connection exists for it: under an idle-socket flood (~1,000 a second in the
-    abuse bench) building one per refused socket held a token holder's handshake for 0.5-4 s."""
+    abuse bench) building one per refused socket held a token holder's handshake for 0.5-4 s.
+    An admitted socket gets its connection only once its request begins to arrive: the
+    flood's admitted sockets never send a byte."""
     made: list[object] = []
     original = app_module._Connection.connection_made
 
@@ -572,8 +574,14 @@ async def test_a_refused_socket_never_becomes_a_connection(
         refused = await _open_idle(port, 30, "127.0.0.3")
         for reader, _ in refused:
             assert (await _closed_by_server(reader)).startswith(b"HTTP/1.1 503")
-        assert len(made) == 4
+        # the admitted ones too wait for their request without a connection object
+        assert made == []
         assert server.counters.connections_rejected["max_connections"] == 30
+        reader, writer = kept[0]
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(10):
+            assert (await reader.read()).startswith(b"HTTP/1.1 200")
+        assert len(made) == 1
         for _, writer in kept + refused:
             writer.close()
     finally:

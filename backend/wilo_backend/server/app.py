@@ -139,8 +139,9 @@ class _Connection(ServerConnection):
         # Cancelled when the request arrives or the connection closes: a pending timer holds the
         # whole connection (parser, buffers, a failed handshake's traceback) until it fires, and a
         # flood of short connections (~2,500/s in the abuse bench) then held ~8,000 closed ones.
-        self._request_deadline = self.loop.call_later(
-            self.owner.config.request_timeout_seconds, self._abort_without_request
+        self._request_deadline = self.loop.call_at(
+            self.accepted.accepted_at + self.owner.config.request_timeout_seconds,
+            self._abort_without_request,
         )
         if self.accepted.preread:  # read while it was being refused (WiloServer._rescue)
             request, self.accepted.preread = self.accepted.preread, b""
@@ -465,7 +466,18 @@ class WiloServer:
         return True
 
     def _connect(self, key: Accepted) -> None:
-        self._spawn(self._make_connection(key))
+        """Its connection, once its request has begun to arrive (at once for a rescued one,
+        whose request was read while it was being refused)."""
+        loop = asyncio.get_running_loop()
+        key.accepted_at = loop.time()
+        if key.preread:
+            self._spawn(self._make_connection(key))
+            return
+        key.wait_for_request(
+            key.accepted_at + self._config.request_timeout_seconds,
+            lambda: self._spawn(self._make_connection(key)),
+            lambda: self._gate.release(key),
+        )
 
     async def _make_connection(self, key: Accepted) -> None:
         if key.dropped:

@@ -41,6 +41,39 @@ class Accepted:
     # bytes of its request already read off the socket (a refusal rescued, Refusals), fed to
     # its connection first
     preread: bytes = b""
+    # the event loop's time at accept: its request is due request_timeout_seconds after it
+    accepted_at: float = 0.0
+    # while it waits for its first byte (wait_for_request): its deadline
+    _deadline: asyncio.TimerHandle | None = None
+
+    def wait_for_request(
+        self, deadline: float, ready: Callable[[], object], expired: Callable[[], object]
+    ) -> None:
+        """Call `ready` once its first bytes have arrived, or `expired` (after closing it) at
+        the loop time `deadline`. Until then it costs a reader and a timer, no connection
+        object: most sockets of an idle-socket flood never send a byte."""
+        loop = asyncio.get_running_loop()
+        fd = self.sock.fileno()
+
+        def readable() -> None:
+            self._stop_waiting()
+            ready()
+
+        def too_late() -> None:
+            self._deadline = None
+            self._stop_waiting()
+            self.sock.close()
+            expired()
+
+        loop.add_reader(fd, readable)
+        self._deadline = loop.call_at(deadline, too_late)
+
+    def _stop_waiting(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self.sock.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
 
     def abort(self) -> None:
         """Drop it now (evicted): an RST, whether or not its connection object exists yet."""
@@ -48,6 +81,7 @@ class Accepted:
         if self.connection is not None:
             self.connection.transport.abort()
         else:
+            self._stop_waiting()
             self.sock.close()
 
 
