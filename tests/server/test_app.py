@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import zipfile
@@ -492,6 +493,21 @@ async def test_sockets_that_send_nothing_are_dropped_and_their_slots_freed(
             assert await reader.read() == b""  # the server hung up
         writer.close()
     assert (await http_get(port, "/healthz"))[0] == 200  # the address is under its cap again
+
+
+async def test_stop_closes_sockets_still_waiting_for_their_request(make_server: Any) -> None:
+    server = await make_server(request_timeout_seconds=60)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    for _ in range(200):  # until it is accepted and waiting (10 s at most)
+        if server._waiting:
+            break
+        await asyncio.sleep(0.05)
+    assert len(server._waiting) == 1
+    await server.stop()
+    async with asyncio.timeout(5):
+        with contextlib.suppress(ConnectionResetError):
+            assert await reader.read() == b""
+    writer.close()
 
 
 @pytest.mark.parametrize("request_id", [0, ""])

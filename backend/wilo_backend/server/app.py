@@ -13,6 +13,7 @@ import resource
 import socket
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -302,6 +303,9 @@ class WiloServer:
         self._server: Server | None = None
         self._accept_loops: list[AcceptLoop] = []
         self._refusals: Refusals | None = None
+        # admitted sockets waiting for their first byte (no connection object yet; their
+        # reader and timer hold them, so each leaves this set once it stops waiting)
+        self._waiting: weakref.WeakSet[Accepted] = weakref.WeakSet()
         self._connection_class: type[_Connection] = _Connection
         self.port: int | None = None
         self._last_flush = clock()
@@ -373,6 +377,8 @@ class WiloServer:
         self._accept_loops = []
         if self._refusals is not None:
             self._refusals.close()
+        for key in list(self._waiting):
+            key.abort()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -473,11 +479,17 @@ class WiloServer:
         if key.preread:
             self._spawn(self._make_connection(key))
             return
-        key.wait_for_request(
-            key.accepted_at + self._config.request_timeout_seconds,
-            lambda: self._spawn(self._make_connection(key)),
-            lambda: self._gate.release(key),
-        )
+
+        def ready() -> None:
+            self._waiting.discard(key)
+            self._spawn(self._make_connection(key))
+
+        def expired() -> None:
+            self._waiting.discard(key)
+            self._gate.release(key)
+
+        key.wait_for_request(key.accepted_at + self._config.request_timeout_seconds, ready, expired)
+        self._waiting.add(key)
 
     async def _make_connection(self, key: Accepted) -> None:
         if key.dropped:

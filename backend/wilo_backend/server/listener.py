@@ -79,7 +79,10 @@ class Accepted:
         """Drop it now (evicted): an RST, whether or not its connection object exists yet."""
         self.dropped = True
         if self.connection is not None:
-            self.connection.transport.abort()
+            # made but not connected yet: its connection_made sees `dropped` and aborts
+            transport = getattr(self.connection, "transport", None)
+            if transport is not None:
+                transport.abort()
         else:
             self._stop_waiting()
             self.sock.close()
