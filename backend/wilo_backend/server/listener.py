@@ -4,8 +4,9 @@ asyncio's own accept loop builds a transport, a websockets connection and a hand
 every socket and only then lets the server look at it. Under an idle-socket flood most sockets
 are refused, and that work (~0.5 ms each, ~1,000 a second in the abuse bench) kept a token
 holder's handshake waiting behind the refusals for 0.5-4 s. Here a refused socket costs an
-accept, a reader until its request arrives, one send of the 503 and a close (Refusals); only
-an admitted one becomes a connection.
+accept, a reader until its request arrives, one send of the 503 and a close (Refusals); an
+admitted one becomes a connection once its request begins to arrive (Accepted.wait_for_request:
+most admitted sockets of such a flood never send a byte).
 """
 
 from __future__ import annotations
