@@ -97,7 +97,7 @@ clean: ## dev: remove the virtualenv and build output
 # Ansible's and Molecule's own files go under MOLECULE_HOME, not /root.
 # arm64 (the Pi's CPU under qemu user-mode emulation) is not among them: its every Python process
 # is emulated, which takes it alone past make molecule's time budget; `make molecule-arm64` runs it.
-MOLECULE_SCENARIOS ?= default legacy fleet
+MOLECULE_SCENARIOS ?= deploys default fleet legacy
 # Scenarios run at once (their test hosts, nets and run dirs are distinct, and most of their time
 # is spent waiting on SSH and systemd): MOLECULE_JOBS=3. Not yet the default: no such run has been
 # seen through to the end (README "Molecule"); 1 = one after the other, as before.
