@@ -99,7 +99,7 @@ clean: ## dev: remove the virtualenv and build output
 # is emulated, which takes it alone past make molecule's time budget; `make molecule-arm64` runs it.
 MOLECULE_SCENARIOS ?= deploys default fleet legacy
 # Scenarios run this many at a time (their test hosts, nets and run dirs are distinct). 2 on a
-# 2-core machine: all four at once took 601 s against 2 at a time's ~14 min, but at that load
+# 2-core machine: all four at once took 601 s against 698-780 s two at a time, but at that load
 # default's restart lost 2.504 s of readings (bound 2.5 s); 2 at a time: 1.68 s (README
 # "Molecule"). MOLECULE_JOBS=4 where there are more cores; 1 = one after the other.
 MOLECULE_JOBS ?= 2
