@@ -68,6 +68,14 @@ REMOTE_GAP_SCRIPT = "/run/wilo-vmtest-readings-gap.py"
 RATE_WINDOW_S = 60.0
 RATE_TOLERANCE = 1.0
 MAX_GAP_S = 0.1
+# /metrics counters that tell where rows went missing: never sampled (the sampler late under
+# emulation: FIFO overflow, missed deadlines), lost in the hand-off, or dropped by the store
+LOSS_METRICS = (
+    "wilo_samples_total",
+    "wilo_samples_lost_total",
+    "wilo_storage_rows_total",
+    "wilo_storage_rows_dropped_total",
+)
 
 
 class CheckError(AssertionError):
@@ -78,6 +86,15 @@ def check(ok: bool, what: str) -> None:
     if not ok:
         raise CheckError(what)
     print(f"vmtest: ok: {what}", flush=True)
+
+
+def soft_check(report: dict[str, Any], ok: bool, what: str) -> None:
+    """A check whose failure is noted in report["failed"] while the run goes on."""
+    try:
+        check(ok, what)
+    except CheckError:
+        report.setdefault("failed", []).append(what)
+        print(f"vmtest: FAILED (going on): {what}", flush=True)
 
 
 def log(message: str) -> None:
@@ -226,6 +243,11 @@ class VM:
         except urllib.error.HTTPError as err:
             return int(err.code), {}
 
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.http_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return str(resp.read().decode())
+
     def wait_healthz(self, timeout: float = 1800) -> float:
         return self.wait_for("/healthz 200", lambda: self.healthz()[0] == 200, timeout)
 
@@ -321,17 +343,45 @@ def window_rate(
     return proc.returncode, report
 
 
+def loss_counters(metrics: str) -> dict[str, float]:
+    """The LOSS_METRICS of a /metrics text, a `cause` label kept in the name."""
+    found: dict[str, float] = {}
+    for line in metrics.splitlines():
+        match = re.fullmatch(r'(wilo_[a-z_]+)(?:\{cause="([a-z_]+)"\})? (\S+)', line)
+        if match and match[1] in LOSS_METRICS:
+            name = f"{match[1]}{{{match[2]}}}" if match[2] else match[1]
+            found[name] = float(match[3])
+    return found
+
+
+def counter_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What each counter gained over a window (a counter missing before counts from 0)."""
+    return {name: after[name] - before.get(name, 0.0) for name in sorted(after)}
+
+
 def stored_rate(vm: VM, what: str, report: dict[str, Any]) -> None:
-    """Rows stored over the next RATE_WINDOW_S on the VM's own clock: 800 +- 1 per second."""
+    """Rows stored over the next RATE_WINDOW_S on the VM's own clock: 800 +- 1 per second.
+
+    A shortfall is noted in report["failed"] and the run goes on (second boot, drill): the rate
+    under emulation depends on the host's load, the other checks do not.
+    """
     put = vm.shell(f"cat > {REMOTE_GAP_SCRIPT}", stdin=GAP_SCRIPT.read_text())
     check(put.returncode == 0, f"readings_gap.py copied to the VM ({put.stderr.strip()})")
+    counters = loss_counters(vm.metrics())
     since = float(vm.ssh("date +%s.%N"))  # the service stamps rows with the VM's clock
     time.sleep(RATE_WINDOW_S)
+    # where missing rows went: not sampled (a late sampler), lost in hand-off, dropped by the store
+    lost = counter_deltas(counters, loss_counters(vm.metrics()))
+    guest_load = vm.ssh("cat /proc/loadavg").strip()
     rc, found = window_rate(lambda command, stdin: vm.shell(command, stdin), since)
     log(f"{what}: rows stored over {RATE_WINDOW_S:.0f} s: {json.dumps(found)}")
+    log(f"{what}: counters over the window: {json.dumps(lost)}; guest load {guest_load}")
     report[f"{what}_rows_per_s"] = found.get("rows_per_s")
     report[f"{what}_max_gap_s"] = found.get("max_gap_s")
-    check(
+    report[f"{what}_counters"] = lost
+    report[f"{what}_host_load"] = os.getloadavg()
+    soft_check(
+        report,
         rc == 0,
         f"{what}: rows stored at {found.get('rows_per_s')}/s over {RATE_WINDOW_S:.0f} s "
         f"({RATE:.0f} +- {RATE_TOLERANCE:.0f} wanted), largest hole {found.get('max_gap_s')} s "
@@ -648,6 +698,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_drill:
                 drill(vm, dist, report)
             vm.poweroff()
+            if report.get("failed"):
+                log("FAILED: " + "; ".join(report["failed"]))
+                return 1
         except (CheckError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             log(f"FAILED: {exc}")
             if vm is not None:
