@@ -192,11 +192,14 @@ soak: install ## dev: soak test: faults, kills, disk full, clock step under load
 
 # make image / image-test: the appliance SD image (README "The appliance image"; needs root).
 # The arm64 base and the package layer are cached (/var/cache/wilo-testhost, /var/cache/wilo-image).
-.PHONY: image image-test
+.PHONY: image image-test image-drill
 image: ## user: the Raspberry Pi SD image dist/wilo-appliance-<version>-arm64.img.xz; needs root
 	$(MAKE) dist DIST_DIR=$(DIST_DIR) TARGET_PLATFORM=manylinux2014_aarch64 TARGET_PYTHON=3.11
 	DIST_DIR=$(DIST_DIR) BIN=$(abspath $(BIN)) image/build.sh
 
 IMAGE_TEST_ARGS ?=
-image-test: install qemu-system ## dev: boot the built image in qemu-system-aarch64: SSH, /healthz, 800 rows/s, second boot, deploy drill
+image-test: install qemu-system ## dev: boot the built image in qemu-system-aarch64: bad settings, first boot (SSH, /healthz, 800 rows/s), second boot
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m image.vmtest --dist-dir $(DIST_DIR) $(IMAGE_TEST_ARGS)
+
+image-drill: install qemu-system ## dev: make image-test, then deploy.yml upgrades the booted image and rollback.yml goes back
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m image.vmtest --dist-dir $(DIST_DIR) --drill $(IMAGE_TEST_ARGS)
