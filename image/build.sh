@@ -126,14 +126,18 @@ if [ ! -f "$COLLECTIONS/ansible_collections/community/general/plugins/connection
 fi
 # Every module is an emulated Python (seconds each): pipelining feeds it on stdin, one emulated
 # process per task instead of a copy, a chmod, a run and a cleanup.
+# The chroot connection is the image host's own variable, in an inventory, not an extra var:
+# extra vars win over everything, so tasks the roles delegate to the controller (the release's
+# tar is packed there) ran inside the chroot too, where the dist is not.
 log "applying pi_tuning and wilo_backend (image mode) to $ROOT"
+printf 'wilo_image ansible_connection=community.general.chroot ansible_host=%s ansible_python_interpreter=/usr/bin/python3\n' \
+  "$ROOT" >"$WORK/inventory"
 ANSIBLE_CONFIG=$REPO/ansible/ansible.cfg ANSIBLE_HOME=$WORK/ansible-home \
   ANSIBLE_COLLECTIONS_PATH=$COLLECTIONS ANSIBLE_NOCOLOR=1 ANSIBLE_PIPELINING=1 \
   ANSIBLE_CALLBACKS_ENABLED=ansible.posix.profile_tasks PROFILE_TASKS_SORT_ORDER=none \
   PROFILE_TASKS_TASK_OUTPUT_LIMIT=all PATH=$BIN:$PATH \
-  "$BIN/ansible-playbook" -i wilo_image, "$REPO/ansible/image.yml" \
-  -e ansible_connection=community.general.chroot -e "ansible_host=$ROOT" \
-  -e ansible_python_interpreter=/usr/bin/python3 -e "wilo_backend_dist_dir=$DIST_DIR"
+  "$BIN/ansible-playbook" -i "$WORK/inventory" "$REPO/ansible/image.yml" \
+  -e "wilo_backend_dist_dir=$DIST_DIR"
 cleanup
 rm -rf "${ROOT:?}"/tmp/* "$ROOT"/var/tmp/* "$ROOT/root/.ansible" "$ROOT/root/.cache"
 find "$ROOT/var/log" -type f -size +0 -exec truncate -s 0 {} +
