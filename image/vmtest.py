@@ -104,6 +104,9 @@ def log(message: str) -> None:
 
 
 def run(*argv: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    # stdin from /dev/null: ansible-playbook refuses a non-blocking stdin ("requires blocking
+    # IO"), which the caller's terminal may be left in
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.run([str(a) for a in argv], check=True, text=True, **kwargs)
 
 
