@@ -7,6 +7,7 @@
 #
 #   molecule/module_cost.sh [RUNS]      (default 5; the virtualenv from `make install`)
 set -euo pipefail
+export LC_ALL=C.UTF-8  # Ansible wants UTF-8; printf's %f then reads "1234e-9" with a decimal point
 cd "$(dirname "$0")/.."
 runs=${1:-5}
 [[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "module_cost.sh: RUNS must be a positive integer, not '$runs'" >&2; exit 2; }
@@ -22,8 +23,8 @@ state=${TESTHOST_STATE:-/var/tmp/wilo-testhost}
 echo "module_cost.sh: load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 for spec in arm64:wilo-a64:41 native:wilo-dr:23; do
   IFS=: read -r arch name net <<<"$spec"
+  host_up=$name  # before `up`: a host that fails half-way up is taken down too
   TESTHOST_ARCH=${arch/native/} molecule/testhost.sh up "$name" "$net" bookworm >/dev/null
-  host_up=$name
   adhoc=(ansible all -i "10.200.$net.2," -u root -e ansible_port=2121
          -e ansible_python_interpreter=/usr/bin/python3 --private-key "$state/run-$name/id_ed25519")
   "${adhoc[@]}" -m ping >/dev/null  # opens the SSH master: not counted
