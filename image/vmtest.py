@@ -110,6 +110,16 @@ def run(*argv: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in argv], check=True, text=True, **kwargs)
 
 
+def probe(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """`argv` (an ssh to a VM that may still be booting), output kept, killed after `timeout` s
+    (subprocess.TimeoutExpired). Its stdin is /dev/null: ssh makes its stdin non-blocking and,
+    killed by the timeout, cannot undo it; inherited, that stdin is the file every later CI stage
+    shares, and ansible-playbook then refuses to run ("requires blocking IO")."""
+    return subprocess.run(
+        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -395,8 +405,7 @@ def stored_rate(vm: VM, what: str, report: dict[str, Any]) -> None:
 
 
 def ssh_works(vm: VM) -> bool:
-    argv = [*vm.ssh_argv(), "true"]
-    return subprocess.run(argv, capture_output=True, timeout=15, check=False).returncode == 0
+    return probe([*vm.ssh_argv(), "true"], timeout=15).returncode == 0
 
 
 def mark_times(vm: VM) -> dict[str, str]:
@@ -477,24 +486,20 @@ def bad_settings_boot(vm: VM, disk: Disk, pubkey: str, report: dict[str, Any]) -
     )
 
     def password_refused() -> bool:
-        proc = subprocess.run(
+        proc = probe(
             [
                 *vm.ssh_argv(
                     "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password"
                 ),
                 "true",
             ],
-            capture_output=True,
-            text=True,
             timeout=20,
         )
         return proc.returncode == 255 and "Permission denied (publickey)" in proc.stderr
 
     vm.wait_for("sshd offering public keys only", password_refused, timeout=300)
     check(True, "with bad settings sshd is up and offers no password login")
-    key_login = subprocess.run(
-        [*vm.ssh_argv(), "true"], capture_output=True, text=True, timeout=20, check=False
-    )
+    key_login = probe([*vm.ssh_argv(), "true"], timeout=20)
     check(key_login.returncode != 0, "the bad file's SSH key was not applied either")
     vm.stop()
     log(f"bad-settings boot: message after {t:.0f} s")
